@@ -1,0 +1,53 @@
+"""Build of the fastcells extension modules.
+
+Environment variables (all optional):
+  FASTCELLS_NATIVE=1   compile for this machine's CPU (-march=native). The default build runs on
+                       any x86-64 CPU; its pointwise C kernels carry AVX-512 and AVX2 clones that
+                       are chosen at run time.
+  FASTCELLS_DEBUG=1    -O0 -g, Cython bounds/wraparound checks on (for debugging the kernels).
+"""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+NATIVE = os.environ.get("FASTCELLS_NATIVE", "") not in ("", "0")
+DEBUG = os.environ.get("FASTCELLS_DEBUG", "") not in ("", "0")
+
+compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+# -fno-trapping-math lets GCC turn the activations' clamps into vector selects (it only allows
+# spurious FP exception flags; NaN and Inf results are unchanged). No -ffast-math.
+compile_args += ["-fno-trapping-math", "-Wno-unused-function"]
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+if NATIVE:
+    compile_args.append("-march=native")
+    macros.append(("FC_NO_CLONES", "1"))  # one native build needs no run-time dispatch
+
+# Compiler directives, set in this one place for every module.
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+# Each extension lists the C sources it is built from (numpy.random style).
+MODULES = {
+    "_blas": [],
+    "_lstm": ["csrc/fc_lstm.c", "csrc/fc_common.c"],
+}
+
+extensions = [
+    Extension(
+        f"fastcells.{name}",
+        [f"src/fastcells/{name}.pyx", *sources],
+        include_dirs=["csrc"],
+        define_macros=macros,
+        extra_compile_args=compile_args,
+    )
+    for name, sources in MODULES.items()
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))

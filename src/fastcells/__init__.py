@@ -1,0 +1,11 @@
+"""fastcells: fused CPU kernels for RNN, LSTM and GRU training and inference.
+
+Functional API (CONVENTIONS.md): ``lstm_forward`` / ``lstm_backward``. The NumPy twins of every
+kernel, the ground truth of the tests, are in ``fastcells.reference``.
+"""
+from ._types import GRUGrads, LSTMGrads, RNNGrads
+from .lstm import lstm_backward, lstm_forward
+
+__version__ = "0.1.0"
+
+__all__ = ["lstm_forward", "lstm_backward", "LSTMGrads", "GRUGrads", "RNNGrads"]

@@ -1,0 +1,41 @@
+"""Row-major GEMM over SciPy's BLAS, for the kernels (and a Python hook for its tests)."""
+from cython cimport floating
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+
+cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+               floating alpha, const floating *A, Py_ssize_t lda,
+               const floating *B, Py_ssize_t ldb,
+               floating beta, floating *C, Py_ssize_t ldc) noexcept nogil:
+    """C = alpha * op(A) @ op(B) + beta * C, all row-major with row strides lda, ldb, ldc.
+
+    op(A) is (M, K): A is stored (M, K), or (K, M) when trans_a; likewise op(B) is (K, N).
+    BLAS is column-major, so this computes Cᵀ = op(B)ᵀ op(A)ᵀ: the operands swap places and the
+    transposes stay as they are. K == 0 gives C = beta * C (BLAS would need valid pointers).
+    """
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    cdef int m = <int> M, n = <int> N, k = <int> K
+    cdef int la = <int> lda, lb = <int> ldb, lc = <int> ldc
+    cdef Py_ssize_t i, j
+    if M == 0 or N == 0:
+        return
+    if K == 0:  # an empty sum: C = beta * C
+        for i in range(M):
+            for j in range(N):
+                C[i * ldc + j] = 0 if beta == 0 else beta * C[i * ldc + j]
+        return
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> B, &lb, <float *> A, &la, &beta, C, &lc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> B, &lb, <double *> A, &la, &beta, C, &lc)
+
+
+def _gemm(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,
+          bint trans_a, bint trans_b, floating alpha, floating beta):
+    """Test hook: C[...] = alpha * op(A) @ op(B) + beta * C through the shim (shapes trusted)."""
+    cdef Py_ssize_t M = C.shape[0], N = C.shape[1]
+    cdef Py_ssize_t K = A.shape[0] if trans_a else A.shape[1]
+    with nogil:
+        gemm(trans_a, trans_b, M, N, K, alpha, &A[0, 0], A.shape[1], &B[0, 0], B.shape[1],
+             beta, &C[0, 0], C.shape[1])

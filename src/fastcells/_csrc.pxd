@@ -1,0 +1,30 @@
+# The C helpers of csrc/, declared once (their contracts are in csrc/fastcells.h).
+from libc.stdint cimport int64_t
+
+cdef extern from "fastcells.h" nogil:
+    ctypedef Py_ssize_t fc_int
+
+    void fc_lstm_fwd_step_f32(fc_int N, fc_int H, float *gates, fc_int ld_g, const float *b,
+                              const float *c_prev, fc_int ld_cp, float *c_next, fc_int ld_cn,
+                              const float *h_prev, fc_int ld_hp, float *h_next, fc_int ld_hn,
+                              float *y, fc_int ld_y, float *tanh_c, fc_int ld_tc,
+                              const int64_t *lengths, fc_int t)
+    void fc_lstm_fwd_step_f64(fc_int N, fc_int H, double *gates, fc_int ld_g, const double *b,
+                              const double *c_prev, fc_int ld_cp, double *c_next, fc_int ld_cn,
+                              const double *h_prev, fc_int ld_hp, double *h_next, fc_int ld_hn,
+                              double *y, fc_int ld_y, double *tanh_c, fc_int ld_tc,
+                              const int64_t *lengths, fc_int t)
+    void fc_lstm_bwd_step_f32(fc_int N, fc_int H, const float *gates, fc_int ld_g,
+                              const float *c_prev, fc_int ld_cp, const float *tanh_c, fc_int ld_tc,
+                              const float *dy, fc_int ld_dy, float *dh, float *dc,
+                              float *dA, fc_int ld_dA, const int64_t *lengths, fc_int t)
+    void fc_lstm_bwd_step_f64(fc_int N, fc_int H, const double *gates, fc_int ld_g,
+                              const double *c_prev, fc_int ld_cp, const double *tanh_c,
+                              fc_int ld_tc, const double *dy, fc_int ld_dy, double *dh,
+                              double *dc, double *dA, fc_int ld_dA, const int64_t *lengths,
+                              fc_int t)
+
+    void fc_colsum_f32(fc_int rows, fc_int cols, const float *A, fc_int lda, float *out)
+    void fc_colsum_f64(fc_int rows, fc_int cols, const double *A, fc_int lda, double *out)
+    void fc_activation_f32(int act, fc_int n, const float *x, float *y)
+    void fc_activation_f64(int act, fc_int n, const double *x, double *y)

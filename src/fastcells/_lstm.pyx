@@ -1,0 +1,163 @@
+"""The LSTM kernels: fused forward and backward over whole sequences.
+
+What this module is: three loops that trust their arguments (fastcells.lstm validates, allocates
+and documents them), run entirely without the GIL, and allocate nothing.
+What it is not: an API. Shapes use N, T, D, H; sequence arrays are (N*T, W) in the layout of
+_seq.pxd; blocks are [f, g, i, o] (CONVENTIONS.md).
+
+Forward (haste's plan): gates = X @ Wx for all steps in ONE GEMM; then per step one GEMM
+gates[t] += h_{t-1} @ Wh and one fused C pass (bias, activations, c_t, h_t).
+Training caches exactly what backward needs: the activated gates, h_{t-1} and c_{t-1} of every
+step (Hp, Cp: step 0 holds h0, c0) and tanh(c_t) (TC), all in the layout of the input.
+Backward: per step (in reverse) one fused C pass giving dA (the gradient of the pre-activations)
+and one GEMM dh_{t-1} = dA_t @ Whᵀ; then ONE GEMM each for dWx, dWh, dX and a column sum for db.
+"""
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+from ._blas cimport gemm
+from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
+from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
+from ._seq cimport Layout, colsum, cptr, make_layout, project, ptr
+
+
+cdef inline void fwd_step(Py_ssize_t N, Py_ssize_t H, floating *gates, Py_ssize_t ld_g,
+                          const floating *b, const floating *c_prev, Py_ssize_t ld_cp,
+                          floating *c_next, Py_ssize_t ld_cn, const floating *h_prev,
+                          Py_ssize_t ld_hp, floating *h_next, Py_ssize_t ld_hn, floating *y,
+                          Py_ssize_t ld_y, floating *tanh_c, Py_ssize_t ld_tc,
+                          const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        fc_lstm_fwd_step_f32(N, H, gates, ld_g, b, c_prev, ld_cp, c_next, ld_cn, h_prev, ld_hp,
+                             h_next, ld_hn, y, ld_y, tanh_c, ld_tc, lengths, t)
+    else:
+        fc_lstm_fwd_step_f64(N, H, gates, ld_g, b, c_prev, ld_cp, c_next, ld_cn, h_prev, ld_hp,
+                             h_next, ld_hn, y, ld_y, tanh_c, ld_tc, lengths, t)
+
+
+cdef inline void bwd_step(Py_ssize_t N, Py_ssize_t H, const floating *gates, Py_ssize_t ld_g,
+                          const floating *c_prev, Py_ssize_t ld_cp, const floating *tanh_c,
+                          Py_ssize_t ld_tc, const floating *dy, Py_ssize_t ld_dy, floating *dh,
+                          floating *dc, floating *dA, Py_ssize_t ld_dA, const int64_t *lengths,
+                          Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        fc_lstm_bwd_step_f32(N, H, gates, ld_g, c_prev, ld_cp, tanh_c, ld_tc, dy, ld_dy, dh, dc,
+                             dA, ld_dA, lengths, t)
+    else:
+        fc_lstm_bwd_step_f64(N, H, gates, ld_g, c_prev, ld_cp, tanh_c, ld_tc, dy, ld_dy, dh, dc,
+                             dA, ld_dA, lengths, t)
+
+
+def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
+                  const floating[:, ::1] Wx,      # (D, 4H)
+                  const floating[:, ::1] Wh,      # (H, 4H)
+                  const floating[::1] b,          # (4H,)
+                  const int64_t[::1] lengths,     # (N,) or None
+                  Py_ssize_t N, Py_ssize_t T, bint time_major,
+                  floating[:, ::1] Y,             # out (N*T, H): hs
+                  floating[:, ::1] gates,         # out (N*T, 4H): activated f, g, i, o
+                  floating[:, ::1] Hp,            # in/out (N*T, H): h_{t-1}; step 0 holds h0
+                  floating[:, ::1] Cp,            # in/out (N*T, H): c_{t-1}; step 0 holds c0
+                  floating[:, ::1] TC,            # out (N*T, H): tanh(c_t)
+                  floating[:, ::1] hT,            # out (N, H)
+                  floating[:, ::1] cT):           # out (N, H)
+    cdef Layout L = make_layout(N, T, time_major)
+    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G4 = 4 * H
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H     # width-H arrays: step offset, row stride
+    cdef Py_ssize_t gs = L.ts * G4, ldg = L.ns * G4   # width-4H arrays
+    cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
+    cdef floating *G = &gates[0, 0]
+    cdef floating *hp = &Hp[0, 0]
+    cdef floating *cp = &Cp[0, 0]
+    cdef floating *h_next
+    cdef floating *c_next
+    cdef Py_ssize_t t, ld_next
+    with nogil:
+        # gates = X @ Wx  (all steps)
+        project(L, cptr(X), D, 0, T, cptr(Wx), G4, G, gs, ldg)
+        for t in range(T):
+            # gates[t] += h_{t-1} @ Wh
+            gemm(False, False, N, G4, H, 1, hp + t * hs, ldh, &Wh[0, 0], G4,
+                 1, G + t * gs, ldg)
+            if t + 1 < T:
+                h_next, c_next, ld_next = hp + (t + 1) * hs, cp + (t + 1) * hs, ldh
+            else:
+                h_next, c_next, ld_next = &hT[0, 0], &cT[0, 0], H
+            fwd_step(N, H, G + t * gs, ldg, &b[0], cp + t * hs, ldh, c_next, ld_next,
+                     hp + t * hs, ldh, h_next, ld_next, &Y[0, 0] + t * hs, ldh,
+                     &TC[0, 0] + t * hs, ldh, lens, t)
+
+
+def forward_infer(const floating[:, ::1] X,       # (N*T, D)
+                  const floating[:, ::1] Wx,      # (D, 4H)
+                  const floating[:, ::1] Wh,      # (H, 4H)
+                  const floating[::1] b,          # (4H,)
+                  const int64_t[::1] lengths,     # (N,) or None
+                  Py_ssize_t N, Py_ssize_t T, bint time_major,
+                  floating[:, ::1] Y,             # out (N*T, H): hs
+                  floating[:, ::1] P,             # work (Tc*N, 4H): gates of Tc steps
+                  floating[:, ::1] hT,            # in h0, out h_T (N, H)
+                  floating[:, ::1] cT):           # in c0, out c_T (N, H)
+    """Inference: the state is updated in place in hT, cT; only Tc steps of gates are held
+    (Tc = P.shape[0] // N), their input projection one GEMM per chunk."""
+    cdef Layout L = make_layout(N, T, time_major)
+    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G4 = 4 * H
+    cdef Py_ssize_t Tc = P.shape[0] // N
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
+    cdef floating *h = &hT[0, 0]
+    cdef floating *c = &cT[0, 0]
+    cdef floating *p
+    cdef Py_ssize_t chunk, t0, t1, t
+    with nogil:
+        for chunk in range((T + Tc - 1) // Tc):
+            t0 = chunk * Tc
+            t1 = min(T, t0 + Tc)
+            # P[t - t0] = X[:, t] @ Wx  for the steps t0 <= t < t1 of this chunk
+            project(L, cptr(X), D, t0, t1, cptr(Wx), G4, &P[0, 0], N * G4, G4)
+            for t in range(t0, t1):
+                p = &P[0, 0] + (t - t0) * N * G4
+                # p += h_{t-1} @ Wh, then the state is overwritten in place by h_t, c_t
+                gemm(False, False, N, G4, H, 1, h, H, &Wh[0, 0], G4, 1, p, G4)
+                fwd_step(N, H, p, G4, &b[0], c, H, c, H, h, H, h, H, &Y[0, 0] + t * hs, ldh,
+                         <floating *> NULL, 0, lens, t)
+
+
+def backward(const floating[:, ::1] X,            # (N*T, D) the forward's input
+             const floating[:, ::1] Wx,           # (D, 4H)
+             const floating[:, ::1] Wh,           # (H, 4H)
+             const floating[:, ::1] gates,        # (N*T, 4H) activated gates (cache)
+             const floating[:, ::1] Hp,           # (N*T, H) h_{t-1} (cache)
+             const floating[:, ::1] Cp,           # (N*T, H) c_{t-1} (cache)
+             const floating[:, ::1] TC,           # (N*T, H) tanh(c_t) (cache)
+             const int64_t[::1] lengths,          # (N,) or None
+             Py_ssize_t N, Py_ssize_t T, bint time_major,
+             const floating[:, ::1] dY,           # (N*T, H) dL/dhs, or (1, H) zeros if not has_dy
+             bint has_dy,
+             floating[:, ::1] dh,                 # in dL/dh_T, out dL/dh0 (N, H)
+             floating[:, ::1] dc,                 # in dL/dc_T, out dL/dc0 (N, H)
+             floating[:, ::1] dA,                 # out (N*T, 4H): dL/d(pre-activations)
+             floating[:, ::1] dX,                 # out (N*T, D)
+             floating[:, ::1] dWx,                # out (D, 4H)
+             floating[:, ::1] dWh,                # out (H, 4H)
+             floating[::1] db):                   # out (4H,)
+    cdef Layout L = make_layout(N, T, time_major)
+    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G4 = 4 * H
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef Py_ssize_t gs = L.ts * G4, ldg = L.ns * G4
+    cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
+    cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
+    cdef floating *A = &dA[0, 0]
+    cdef Py_ssize_t t
+    with nogil:
+        for t in range(T - 1, -1, -1):
+            bwd_step(N, H, &gates[0, 0] + t * gs, ldg, &Cp[0, 0] + t * hs, ldh,
+                     &TC[0, 0] + t * hs, ldh, &dY[0, 0] + t * dys, ldy, &dh[0, 0], &dc[0, 0],
+                     A + t * gs, ldg, lens, t)
+            # dh_{t-1} += dA_t @ Whᵀ
+            gemm(False, True, N, H, G4, 1, A + t * gs, ldg, &Wh[0, 0], G4, 1, &dh[0, 0], H)
+        # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
+        gemm(True, False, D, G4, N * T, 1, cptr(X), D, A, G4, 0, ptr(dWx), G4)
+        gemm(True, False, H, G4, N * T, 1, &Hp[0, 0], H, A, G4, 0, &dWh[0, 0], G4)
+        gemm(False, True, N * T, D, G4, 1, A, G4, cptr(Wx), G4, 0, ptr(dX), D)
+        colsum(N * T, G4, A, G4, &db[0])

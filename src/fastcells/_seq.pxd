@@ -1,0 +1,67 @@
+# Sequence plumbing shared by the cell kernels (_lstm, _gru, _rnn): where a (sequence, step) row
+# lives in a batch-first or time-major array, the input projection, and typed pointers.
+#
+# A sequence array of width W is stored as an (N*T, W) C-contiguous matrix whose row of sequence
+# n at step t is  t*ts + n*ns  (time-major: ts = N, ns = 1; batch-first: ts = 1, ns = T). So the
+# N rows of step t start at element t*ts*W and lie ns*W elements apart: one pointer and one
+# leading dimension describe them, for BLAS and for the pointwise C passes alike.
+from cython cimport floating
+from ._blas cimport gemm
+from ._csrc cimport fc_colsum_f32, fc_colsum_f64
+
+
+cdef struct Layout:
+    Py_ssize_t N, T
+    Py_ssize_t ts  # rows from step t to step t+1
+    Py_ssize_t ns  # rows from sequence n to sequence n+1
+
+
+cdef inline Layout make_layout(Py_ssize_t N, Py_ssize_t T, bint time_major) noexcept nogil:
+    cdef Layout L
+    L.N = N
+    L.T = T
+    L.ts = N if time_major else 1
+    L.ns = 1 if time_major else T
+    return L
+
+
+cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t0,
+                         Py_ssize_t t1, const floating *W, Py_ssize_t GW,
+                         floating *P, Py_ssize_t p_step, Py_ssize_t p_row) noexcept nogil:
+    """P[(t - t0)*p_step + n*p_row, :GW] = X[row(n, t)] @ W  for t in [t0, t1), every n.
+
+    One GEMM when the rows of X and of P line up with one stride (time-major input, or all
+    steps of a batch-first input into a buffer of the same layout); otherwise one per sequence.
+    """
+    cdef Py_ssize_t n
+    if L.ts == L.N and p_step == L.N * p_row:  # time-major rows t0*N .. t1*N, in order
+        # P = X[t0*N:t1*N] @ W
+        gemm(False, False, (t1 - t0) * L.N, GW, D, 1, X + t0 * L.N * D, D, W, GW,
+             0, P, p_row)
+    elif L.ns == L.T and t0 == 0 and t1 == L.T and p_row == L.T * p_step:
+        # P = X @ W  (batch-first, whole sequences)
+        gemm(False, False, L.N * L.T, GW, D, 1, X, D, W, GW, 0, P, p_step)
+    else:
+        for n in range(L.N):
+            # P[:, n] = X[n, t0:t1] @ W
+            gemm(False, False, t1 - t0, GW, D, 1, X + (n * L.ns + t0 * L.ts) * D, L.ts * D,
+                 W, GW, 0, P + n * p_row, p_step)
+
+
+cdef inline void colsum(Py_ssize_t rows, Py_ssize_t cols, const floating *A, Py_ssize_t lda,
+                        floating *out) noexcept nogil:
+    """out = A.sum(axis=0) for a (rows, cols) matrix with row stride lda."""
+    if floating is float:
+        fc_colsum_f32(rows, cols, A, lda, out)
+    else:
+        fc_colsum_f64(rows, cols, A, lda, out)
+
+
+# Pointers to the first element (NULL when empty: a zero-width X has no element, and BLAS
+# is then not called with it).
+cdef inline floating *ptr(floating[:, ::1] a) noexcept nogil:
+    return NULL if a.shape[0] == 0 or a.shape[1] == 0 else &a[0, 0]
+
+
+cdef inline const floating *cptr(const floating[:, ::1] a) noexcept nogil:
+    return NULL if a.shape[0] == 0 or a.shape[1] == 0 else &a[0, 0]

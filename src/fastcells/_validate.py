@@ -1,0 +1,142 @@
+"""Argument checks shared by the public functions: Python validates, kernels trust.
+
+Every check raises before any kernel runs, with a message that names the function and the
+argument, what was expected and what was given. Accepted arrays come back C-contiguous and
+aligned, copied only when they are not already (the caller's array is never written).
+"""
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# SciPy's BLAS takes 32-bit integers: every matrix the kernels hand it must fit.
+_BLAS_MAX = 2**31 - 1
+
+
+def float_array(fn, name, a, ndim, dtype=None, what=""):
+    """`a` as a C-contiguous float32/float64 array of `ndim` dims (and of `dtype` if given)."""
+    if a is None:
+        raise TypeError(f"{fn}: {name} must be an array{what}, got None")
+    arr = np.asarray(a)
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{fn}: {name} must have dtype float32 or float64, got {arr.dtype}")
+    if dtype is not None and arr.dtype != dtype:
+        raise TypeError(
+            f"{fn}: {name} has dtype {arr.dtype}, expected {dtype} (the dtype of xs: all arrays "
+            f"of one call share one dtype)")
+    if arr.ndim != ndim:
+        raise ValueError(
+            f"{fn}: {name} must be {ndim}-D{what}, got {arr.ndim}-D with shape {arr.shape}")
+    return np.require(arr, requirements=("C", "A"))
+
+
+def check_shape(fn, name, arr, expected, letters):
+    """Raise unless arr.shape == expected; `letters` spells the expected shape, e.g. '(D, 4H)'."""
+    if arr.shape != tuple(expected):
+        raise ValueError(
+            f"{fn}: {name} must have shape {letters} = {tuple(expected)}, got {arr.shape}")
+
+
+def check_flag(fn, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{fn}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+class Sequence:
+    """The checked core arguments of a *_forward call: xs, Wx, Wh and lengths.
+
+    Attributes: xs, Wx, Wh (checked arrays), N, T, D, H, G, dtype, time_major, lengths
+    (None or a C-contiguous int64 copy), X (xs viewed as the (N*T, D) matrix the kernels take).
+    """
+
+    def __init__(self, fn, G, xs, Wx, Wh, lengths, time_major):
+        self.fn, self.G = fn, G
+        self.time_major = check_flag(fn, "time_major", time_major)
+        layout = "(T, N, D)" if self.time_major else "(N, T, D)"
+        self.xs = float_array(fn, "xs", xs, 3, what=f" of shape {layout}")
+        self.dtype = self.xs.dtype
+        if self.time_major:
+            self.T, self.N, self.D = self.xs.shape
+        else:
+            self.N, self.T, self.D = self.xs.shape
+        self.Wh = float_array(fn, "Wh", Wh, 2, self.dtype, what=f" of shape (H, {G}H)")
+        self.H = self.Wh.shape[0]
+        g = f"{G}H" if G > 1 else "H"
+        check_shape(fn, "Wh", self.Wh, (self.H, G * self.H), f"(H, {g}) with H = {self.H}")
+        self.Wx = float_array(fn, "Wx", Wx, 2, self.dtype, what=f" of shape (D, {g})")
+        check_shape(fn, "Wx", self.Wx, (self.D, G * self.H),
+                    f"(D, {g}) with D = {self.D} (from xs), H = {self.H} (from Wh)")
+        self.lengths = lengths_array(fn, lengths, self.N, self.T)
+        self.X = self.xs.reshape(self.N * self.T, self.D)
+        rows = self.N * self.T
+        if max(rows, 1) * max(self.D, G * self.H, 1) > _BLAS_MAX:
+            raise ValueError(
+                f"{fn}: N*T = {rows} rows of width max(D, {g}) = {max(self.D, G * self.H)} "
+                f"exceed the 32-bit BLAS limit of {_BLAS_MAX} elements per matrix")
+
+    @property
+    def seq_shape(self):
+        """The shape of hs (and dhs): (N, T, H), or (T, N, H) when time_major."""
+        return (self.T, self.N, self.H) if self.time_major else (self.N, self.T, self.H)
+
+    @property
+    def empty(self):
+        """True when there is nothing to compute (no sequence, no step or no hidden unit)."""
+        return self.N == 0 or self.T == 0 or self.H == 0
+
+    def vector(self, name, a, shape, letters):
+        arr = float_array(self.fn, name, a, len(shape), self.dtype, what=f" of shape {letters}")
+        check_shape(self.fn, name, arr, shape, letters)
+        return arr
+
+    def state(self, name, a):
+        """An initial state: (N, H), zeros when None; always a fresh writable copy."""
+        if a is None:
+            return np.zeros((self.N, self.H), self.dtype)
+        return np.array(self.vector(name, a, (self.N, self.H), "(N, H)"), order="C")
+
+
+def lengths_array(fn, lengths, N, T):
+    """None, or `lengths` as a C-contiguous int64 copy after checking shape (N,) and 0..T."""
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{fn}: lengths must be integers, got dtype {arr.dtype}")
+    if arr.shape != (N,):
+        raise ValueError(f"{fn}: lengths must have shape (N,) = ({N},), got {arr.shape}")
+    bad = np.flatnonzero((arr < 0) | (arr > T))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{fn}: lengths must be in 0..T = 0..{T}, got lengths[{i}] = {arr[i]}")
+    return np.array(arr, dtype=np.int64, order="C")
+
+
+def check_cache(fn, cache, cls, forward):
+    """The cache of a training forward, or a clear error (None means training=False)."""
+    if cache is None:
+        raise ValueError(
+            f"{fn}: cache is None: {forward} was called with training=False, which keeps "
+            f"nothing for backward; call it with training=True")
+    if not isinstance(cache, cls):
+        raise TypeError(f"{fn}: cache must be the cache returned by {forward}, "
+                        f"got {type(cache).__name__}")
+    return cache
+
+
+def output_grad(fn, name, a, cache):
+    """dL/dhs: None, or an array shaped like hs (the forward's layout) of the cache's dtype."""
+    if a is None:
+        return None
+    letters = "(T, N, H)" if cache.time_major else "(N, T, H)"
+    arr = float_array(fn, name, a, 3, cache.dtype, what=f" of shape {letters} like hs")
+    check_shape(fn, name, arr, cache.seq_shape, letters)
+    return arr
+
+
+def state_grad(fn, name, a, cache):
+    """dL/d(final state): (N, H) zeros when None; always a fresh writable copy."""
+    if a is None:
+        return np.zeros((cache.N, cache.H), cache.dtype)
+    arr = float_array(fn, name, a, 2, cache.dtype, what=" of shape (N, H)")
+    check_shape(fn, name, arr, (cache.N, cache.H), "(N, H)")
+    return np.array(arr, order="C")
