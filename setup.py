@@ -36,6 +36,7 @@ directives = {
 # Each extension lists the C sources it is built from (numpy.random style).
 MODULES = {
     "_blas": [],
+    "_common": ["csrc/fc_common.c"],
     "_lstm": ["csrc/fc_lstm.c", "csrc/fc_common.c"],
 }
 

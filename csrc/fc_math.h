@@ -13,7 +13,8 @@
  * sigmoid(x) = 1 / (1 + exp(-x)); saturates to exactly 1 and to (near) 0, never NaN for finite x.
  * tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|), and for |x| < 0.2, where that quotient
  * cancels, its odd Taylor series (to x^11 for float, x^19 for double; truncation < 1e-9 and
- * < 1e-17 relative). Maximum errors measured against the C library: see tests/test_math.py.
+ * < 1e-17 relative). Maximum errors against the C library (tests/test_math.py): exp <= 2 ulp, sigmoid <= 3 ulp
+ * (and <= 2 eps absolute), tanh <= 3 ulp, in float and double.
  */
 #ifndef FC_MATH_H
 #define FC_MATH_H

@@ -36,6 +36,10 @@ def _gemm(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C
     """Test hook: C[...] = alpha * op(A) @ op(B) + beta * C through the shim (shapes trusted)."""
     cdef Py_ssize_t M = C.shape[0], N = C.shape[1]
     cdef Py_ssize_t K = A.shape[0] if trans_a else A.shape[1]
+    cdef const floating *a = NULL if A.size == 0 else &A[0, 0]
+    cdef const floating *b = NULL if B.size == 0 else &B[0, 0]
+    if C.size == 0:
+        return
     with nogil:
-        gemm(trans_a, trans_b, M, N, K, alpha, &A[0, 0], A.shape[1], &B[0, 0], B.shape[1],
+        gemm(trans_a, trans_b, M, N, K, alpha, a, max(1, A.shape[1]), b, max(1, B.shape[1]),
              beta, &C[0, 0], C.shape[1])
