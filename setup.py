@@ -36,7 +36,9 @@ directives = {
 # Each extension lists the C sources it is built from (numpy.random style).
 MODULES = {
     "_blas": [],
-    "_common": ["csrc/fc_common.c"],
+    "_math": ["csrc/fc_common.c"],
+    "_rnn": ["csrc/fc_rnn.c", "csrc/fc_common.c"],
+    "_gru": ["csrc/fc_gru.c", "csrc/fc_common.c"],
     "_lstm": ["csrc/fc_lstm.c", "csrc/fc_common.c"],
 }
 

@@ -66,6 +66,88 @@ void fc_lstm_bwd_step_f64(fc_int N, fc_int H, const double *gates, fc_int ld_g,
                           const double *dy, fc_int ld_dy, double *dh, double *dc,
                           double *dA, fc_int ld_dA, const int64_t *lengths, fc_int t);
 
+/* ---- vanilla RNN: h_t = act(x_t @ Wx + h_{t-1} @ Wh + b) ------------------------------------
+ * act is FC_TANH or FC_RELU. Forward: A holds x_t @ Wx + h_{t-1} @ Wh (row ld_A) and is
+ * overwritten with h_t = act(A + b) (backward's act' is a function of it: 1 - h² or [h > 0]).
+ * Backward: dA = (dh + dy) ⊙ act'(h); dh = 0, to which the caller adds dA @ Whᵀ.
+ */
+enum { FC_TANH = 0, FC_RELU = 1 };
+
+void fc_rnn_fwd_step_f32(fc_int N, fc_int H, int act, float *A, fc_int ld_A, const float *b,
+                         const float *h_prev, fc_int ld_hp, float *h_next, fc_int ld_hn,
+                         float *y, fc_int ld_y, const int64_t *lengths, fc_int t);
+void fc_rnn_fwd_step_f64(fc_int N, fc_int H, int act, double *A, fc_int ld_A, const double *b,
+                         const double *h_prev, fc_int ld_hp, double *h_next, fc_int ld_hn,
+                         double *y, fc_int ld_y, const int64_t *lengths, fc_int t);
+void fc_rnn_bwd_step_f32(fc_int N, fc_int H, int act, const float *A, fc_int ld_A,
+                         const float *dy, fc_int ld_dy, float *dh, float *dA, fc_int ld_dA,
+                         const int64_t *lengths, fc_int t);
+void fc_rnn_bwd_step_f64(fc_int N, fc_int H, int act, const double *A, fc_int ld_A,
+                         const double *dy, fc_int ld_dy, double *dh, double *dA, fc_int ld_dA,
+                         const int64_t *lengths, fc_int t);
+
+/* ---- GRU, blocks [z, r, h], h_t = z ⊙ h_{t-1} + (1 - z) ⊙ ĥ ----------------------------------
+ * reset_after=True, b = [b_input (3H); b_recurrent (3H)]:
+ *   forward: A (row ld_A) holds a = x_t @ Wx, U (N, 3H contiguous) holds h_{t-1} @ Wh;
+ *     z = σ(a_z + b0_z + U_z + b1_z), r = σ(a_r + b0_r + U_r + b1_r), uh = U_h + b1_h,
+ *     ĥ = tanh(a_h + b0_h + r ⊙ uh). A is overwritten with [z, r, ĥ] and uh stored (row
+ *     ld_uh; ld_uh = 0 lets inference pass one scratch row).
+ *   backward: dh_t = dh + dy; dA = [dz σ', dr σ', dĥ tanh'] (input side, for dWx, dX, b0),
+ *     dU = [dA_z, dA_r, dA_h ⊙ r] (recurrent side, for dWh, b1); dh = dh_t ⊙ z, to which the
+ *     caller adds dU @ Whᵀ. dA and dU share the row stride ld_d.
+ */
+void fc_gru_fwd_step_f32(fc_int N, fc_int H, float *A, fc_int ld_A, const float *U,
+                         const float *b, const float *h_prev, fc_int ld_hp, float *h_next,
+                         fc_int ld_hn, float *y, fc_int ld_y, float *uh, fc_int ld_uh,
+                         const int64_t *lengths, fc_int t);
+void fc_gru_fwd_step_f64(fc_int N, fc_int H, double *A, fc_int ld_A, const double *U,
+                         const double *b, const double *h_prev, fc_int ld_hp, double *h_next,
+                         fc_int ld_hn, double *y, fc_int ld_y, double *uh, fc_int ld_uh,
+                         const int64_t *lengths, fc_int t);
+void fc_gru_bwd_step_f32(fc_int N, fc_int H, const float *G, fc_int ld_G, const float *uh,
+                         fc_int ld_uh, const float *h_prev, fc_int ld_hp, const float *dy,
+                         fc_int ld_dy, float *dh, float *dA, float *dU, fc_int ld_d,
+                         const int64_t *lengths, fc_int t);
+void fc_gru_bwd_step_f64(fc_int N, fc_int H, const double *G, fc_int ld_G, const double *uh,
+                         fc_int ld_uh, const double *h_prev, fc_int ld_hp, const double *dy,
+                         fc_int ld_dy, double *dh, double *dA, double *dU, fc_int ld_d,
+                         const int64_t *lengths, fc_int t);
+
+/* reset_after=False, b (3H,): two passes per step around the GEMM (r ⊙ h_{t-1}) @ Wh_h.
+ *   rb_fwd_gates: A_z, A_r hold x@Wx + h_{t-1}@Wh (z, r columns); overwritten with z, r;
+ *     rh = r ⊙ h_{t-1} (zero for masked rows).
+ *   rb_fwd_out: A_h holds x@Wx_h + rh@Wh_h; ĥ = tanh(A_h + b_h) overwrites it; h_t, y.
+ *   rb_bwd_out: dA_z = dh_t (h_{t-1} - ĥ) σ', dA_h = dh_t (1 - z) tanh'; dh = dh_t ⊙ z
+ *     (masked rows: dA = 0, dh passes). Then the caller computes drh = dA_h @ Wh_hᵀ.
+ *   rb_bwd_gates: dA_r = drh ⊙ h_{t-1} ⊙ σ'(r); dh += drh ⊙ r. Then the caller adds
+ *     [dA_z, dA_r] @ Wh_zrᵀ to dh.
+ */
+void fc_gru_rb_fwd_gates_f32(fc_int N, fc_int H, float *A, fc_int ld_A, const float *b,
+                             const float *h_prev, fc_int ld_hp, float *rh, fc_int ld_rh,
+                             const int64_t *lengths, fc_int t);
+void fc_gru_rb_fwd_gates_f64(fc_int N, fc_int H, double *A, fc_int ld_A, const double *b,
+                             const double *h_prev, fc_int ld_hp, double *rh, fc_int ld_rh,
+                             const int64_t *lengths, fc_int t);
+void fc_gru_rb_fwd_out_f32(fc_int N, fc_int H, float *A, fc_int ld_A, const float *b,
+                           const float *h_prev, fc_int ld_hp, float *h_next, fc_int ld_hn,
+                           float *y, fc_int ld_y, const int64_t *lengths, fc_int t);
+void fc_gru_rb_fwd_out_f64(fc_int N, fc_int H, double *A, fc_int ld_A, const double *b,
+                           const double *h_prev, fc_int ld_hp, double *h_next, fc_int ld_hn,
+                           double *y, fc_int ld_y, const int64_t *lengths, fc_int t);
+void fc_gru_rb_bwd_out_f32(fc_int N, fc_int H, const float *G, fc_int ld_G, const float *h_prev,
+                           fc_int ld_hp, const float *dy, fc_int ld_dy, float *dh, float *dA,
+                           fc_int ld_dA, const int64_t *lengths, fc_int t);
+void fc_gru_rb_bwd_out_f64(fc_int N, fc_int H, const double *G, fc_int ld_G,
+                           const double *h_prev, fc_int ld_hp, const double *dy, fc_int ld_dy,
+                           double *dh, double *dA, fc_int ld_dA, const int64_t *lengths,
+                           fc_int t);
+void fc_gru_rb_bwd_gates_f32(fc_int N, fc_int H, const float *G, fc_int ld_G,
+                             const float *h_prev, fc_int ld_hp, const float *drh, float *dh,
+                             float *dA, fc_int ld_dA, const int64_t *lengths, fc_int t);
+void fc_gru_rb_bwd_gates_f64(fc_int N, fc_int H, const double *G, fc_int ld_G,
+                             const double *h_prev, fc_int ld_hp, const double *drh, double *dh,
+                             double *dA, fc_int ld_dA, const int64_t *lengths, fc_int t);
+
 /* ---- shared helpers -------------------------------------------------------------------------- */
 /* out[j] = sum_r A[r, j] for a (rows, cols) matrix with row stride lda (the bias gradient). */
 void fc_colsum_f32(fc_int rows, fc_int cols, const float *A, fc_int lda, float *out);

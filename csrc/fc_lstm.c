@@ -1,16 +1,3 @@
-/* fc_lstm.c: the LSTM pointwise passes, in float and double. */
-#include "fastcells.h"
-#include "fc_math.h"
-#include "fc_template.h"
-
-#define FC_REAL float
-#define FC_SFX f32
-#include "fc_lstm_impl.h"
-#undef FC_REAL
-#undef FC_SFX
-
-#define FC_REAL double
-#define FC_SFX f64
-#include "fc_lstm_impl.h"
-#undef FC_REAL
-#undef FC_SFX
+/* fc_lstm.c: the LSTM pointwise helpers, in float and double (see fastcells.h). */
+#define FC_IMPL "fc_lstm_impl.h"
+#include "fc_instantiate.h"

@@ -13,14 +13,14 @@ Documented bounds, tested over the whole float range including saturation, ±0, 
 import numpy as np
 import pytest
 
-from fastcells import _common
+from fastcells import _math
 
 from conftest import DTYPES
 
 
 def activation(name, x):
     y = np.empty_like(x)
-    _common._activation(name, x, y)
+    _math._activation(name, x, y)
     return y
 
 

@@ -52,7 +52,7 @@ def test_Wh_ndim(cell, p):
 
 def test_b_shape(cell, p):
     p["b"] = np.zeros(7)
-    with expect(ValueError, "b", "got (7,)"):
+    with expect(ValueError, "b", "(7,)"):
         call_forward(cell, p)
 
 

@@ -1,11 +1,15 @@
 """fastcells: fused CPU kernels for RNN, LSTM and GRU training and inference.
 
-Functional API (CONVENTIONS.md): ``lstm_forward`` / ``lstm_backward``. The NumPy twins of every
-kernel, the ground truth of the tests, are in ``fastcells.reference``.
+Functional API (CONVENTIONS.md): ``lstm_forward`` / ``lstm_backward``, ``gru_forward`` /
+``gru_backward``, ``rnn_forward`` / ``rnn_backward``. The NumPy twins of every kernel, the
+ground truth of the tests, are in ``fastcells.reference``.
 """
 from ._types import GRUGrads, LSTMGrads, RNNGrads
+from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward
+from .rnn import rnn_backward, rnn_forward
 
 __version__ = "0.1.0"
 
-__all__ = ["lstm_forward", "lstm_backward", "LSTMGrads", "GRUGrads", "RNNGrads"]
+__all__ = ["lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward",
+           "rnn_backward", "LSTMGrads", "GRUGrads", "RNNGrads"]

@@ -28,3 +28,65 @@ cdef extern from "fastcells.h" nogil:
     void fc_colsum_f64(fc_int rows, fc_int cols, const double *A, fc_int lda, double *out)
     void fc_activation_f32(int act, fc_int n, const float *x, float *y)
     void fc_activation_f64(int act, fc_int n, const double *x, double *y)
+
+    enum: FC_TANH, FC_RELU
+
+    void fc_rnn_fwd_step_f32(fc_int N, fc_int H, int act, float *A, fc_int ld_A, const float *b,
+                             const float *h_prev, fc_int ld_hp, float *h_next, fc_int ld_hn,
+                             float *y, fc_int ld_y, const int64_t *lengths, fc_int t)
+    void fc_rnn_fwd_step_f64(fc_int N, fc_int H, int act, double *A, fc_int ld_A,
+                             const double *b, const double *h_prev, fc_int ld_hp,
+                             double *h_next, fc_int ld_hn, double *y, fc_int ld_y,
+                             const int64_t *lengths, fc_int t)
+    void fc_rnn_bwd_step_f32(fc_int N, fc_int H, int act, const float *A, fc_int ld_A,
+                             const float *dy, fc_int ld_dy, float *dh, float *dA, fc_int ld_dA,
+                             const int64_t *lengths, fc_int t)
+    void fc_rnn_bwd_step_f64(fc_int N, fc_int H, int act, const double *A, fc_int ld_A,
+                             const double *dy, fc_int ld_dy, double *dh, double *dA,
+                             fc_int ld_dA, const int64_t *lengths, fc_int t)
+
+    void fc_gru_fwd_step_f32(fc_int N, fc_int H, float *A, fc_int ld_A, const float *U,
+                             const float *b, const float *h_prev, fc_int ld_hp, float *h_next,
+                             fc_int ld_hn, float *y, fc_int ld_y, float *uh, fc_int ld_uh,
+                             const int64_t *lengths, fc_int t)
+    void fc_gru_fwd_step_f64(fc_int N, fc_int H, double *A, fc_int ld_A, const double *U,
+                             const double *b, const double *h_prev, fc_int ld_hp,
+                             double *h_next, fc_int ld_hn, double *y, fc_int ld_y, double *uh,
+                             fc_int ld_uh, const int64_t *lengths, fc_int t)
+    void fc_gru_bwd_step_f32(fc_int N, fc_int H, const float *G, fc_int ld_G, const float *uh,
+                             fc_int ld_uh, const float *h_prev, fc_int ld_hp, const float *dy,
+                             fc_int ld_dy, float *dh, float *dA, float *dU, fc_int ld_d,
+                             const int64_t *lengths, fc_int t)
+    void fc_gru_bwd_step_f64(fc_int N, fc_int H, const double *G, fc_int ld_G,
+                             const double *uh, fc_int ld_uh, const double *h_prev,
+                             fc_int ld_hp, const double *dy, fc_int ld_dy, double *dh,
+                             double *dA, double *dU, fc_int ld_d, const int64_t *lengths,
+                             fc_int t)
+    void fc_gru_rb_fwd_gates_f32(fc_int N, fc_int H, float *A, fc_int ld_A, const float *b,
+                                 const float *h_prev, fc_int ld_hp, float *rh, fc_int ld_rh,
+                                 const int64_t *lengths, fc_int t)
+    void fc_gru_rb_fwd_gates_f64(fc_int N, fc_int H, double *A, fc_int ld_A, const double *b,
+                                 const double *h_prev, fc_int ld_hp, double *rh, fc_int ld_rh,
+                                 const int64_t *lengths, fc_int t)
+    void fc_gru_rb_fwd_out_f32(fc_int N, fc_int H, float *A, fc_int ld_A, const float *b,
+                               const float *h_prev, fc_int ld_hp, float *h_next, fc_int ld_hn,
+                               float *y, fc_int ld_y, const int64_t *lengths, fc_int t)
+    void fc_gru_rb_fwd_out_f64(fc_int N, fc_int H, double *A, fc_int ld_A, const double *b,
+                               const double *h_prev, fc_int ld_hp, double *h_next,
+                               fc_int ld_hn, double *y, fc_int ld_y, const int64_t *lengths,
+                               fc_int t)
+    void fc_gru_rb_bwd_out_f32(fc_int N, fc_int H, const float *G, fc_int ld_G,
+                               const float *h_prev, fc_int ld_hp, const float *dy, fc_int ld_dy,
+                               float *dh, float *dA, fc_int ld_dA, const int64_t *lengths,
+                               fc_int t)
+    void fc_gru_rb_bwd_out_f64(fc_int N, fc_int H, const double *G, fc_int ld_G,
+                               const double *h_prev, fc_int ld_hp, const double *dy,
+                               fc_int ld_dy, double *dh, double *dA, fc_int ld_dA,
+                               const int64_t *lengths, fc_int t)
+    void fc_gru_rb_bwd_gates_f32(fc_int N, fc_int H, const float *G, fc_int ld_G,
+                                 const float *h_prev, fc_int ld_hp, const float *drh, float *dh,
+                                 float *dA, fc_int ld_dA, const int64_t *lengths, fc_int t)
+    void fc_gru_rb_bwd_gates_f64(fc_int N, fc_int H, const double *G, fc_int ld_G,
+                                 const double *h_prev, fc_int ld_hp, const double *drh,
+                                 double *dh, double *dA, fc_int ld_dA, const int64_t *lengths,
+                                 fc_int t)

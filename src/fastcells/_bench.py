@@ -1,0 +1,694 @@
+"""Benchmark of the fast kernels against their NumPy twins and PyTorch (``python -m fastcells``).
+
+What it measures, per cell (lstm, gru, rnn: every cell whose ``fastcells.<cell>_forward`` exists)
+and float32 shape (N, T, D, H), batch-first, zero initial states:
+
+- ``train``: one training step, ``forward`` then ``backward`` with a fixed random ``dhs``;
+- ``infer``: ``forward(..., training=False)``;
+
+for three implementations of the same computation on the same weights:
+
+- ``fastcells``: ``fastcells.<cell>_forward`` / ``_backward`` (SciPy's BLAS + fused C loops);
+- ``twin``: ``fastcells.reference.<cell>_forward`` / ``_backward``, the NumPy twin;
+- ``torch``: ``torch.nn.LSTM/GRU/RNN(batch_first=True)`` carrying the same weights (mapped by
+  ``native_to_torch``); training is forward + ``backward(dhs)`` through autograd on a fresh
+  input tensor each call (so ``dxs`` is computed too), inference runs under
+  ``torch.inference_mode()``. Optional: without torch its columns are left out.
+
+Verify, then benchmark (STYLE practice 10): before anything of a cell and shape is timed,
+fastcells' outputs, final states and gradients, and torch's, are compared with the twin's
+(max|a - b| / max|b| <= 1e-4); a mismatch aborts the run with the offending arrays named.
+
+Timing: each sample is the mean of k back-to-back calls (k makes a sample last >= 5 ms); a case
+reports the median of its samples, their min-max spread and their count. The number of samples
+is planned against a time budget (``--budget``): every case gets the same share of time, capped
+at ``--repeat`` samples, so the cheap shapes get many samples and the large ones few (at least
+one). The plan is redone before each case from the time actually left.
+
+This module does not pin thread counts: numpy's and scipy's OpenBLAS read theirs when they are
+loaded. ``python -m fastcells`` (``__main__.py``) sets the environment and re-executes the
+interpreter before either is imported; the pytest-benchmark suite in ``bench/`` reuses the
+problem, runner and verification helpers below.
+"""
+import argparse
+import gc
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+import fastcells
+from fastcells import reference
+
+__all__ = [
+    "CELLS", "MODES", "IMPLS", "DEFAULT_SHAPES", "QUICK_SHAPES", "RTOL", "THREAD_VARS",
+    "VerificationError", "Problem", "make_problem", "available_cells", "have_torch",
+    "make_runner", "native_to_torch", "reference_results", "verify", "rel_err",
+    "parse_shapes", "shape_label", "machine_info", "build_parser", "main",
+]
+
+DTYPE = np.float32
+RTOL = 1e-4  # max|a - b| / max|b| for float32, as in the unit tests
+CELLS = ("lstm", "gru", "rnn")
+MODES = ("train", "infer")
+IMPLS = ("fastcells", "twin", "torch")
+DEFAULT_SHAPES = ((1, 100, 32, 64), (32, 100, 128, 256), (64, 50, 512, 1024))
+QUICK_SHAPES = DEFAULT_SHAPES[:2]
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+# Torch's gate block k is our block TORCH_BLOCKS[cell][k]: torch LSTM [i, f, g, o] vs our
+# [f, g, i, o]; torch GRU [r, z, n] vs our [z, r, h].
+TORCH_BLOCKS = {"lstm": (2, 0, 1, 3), "gru": (1, 0, 2), "rnn": (0,)}
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+MIN_SAMPLE_TIME = 0.005  # seconds: a sample is the mean of k calls lasting at least this long
+SWITCH_PAUSE = 0.2       # seconds of rest between two libraries when threads > 1 (see below)
+
+
+class VerificationError(AssertionError):
+    """An implementation's results differ from the NumPy twin's: nothing of it may be timed."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Problems and shapes
+# ----------------------------------------------------------------------------------------------
+def shape_label(shape):
+    return "x".join(str(s) for s in shape)
+
+
+def parse_shapes(text):
+    """"1x100x32x64,32x100x128x256" -> ((1, 100, 32, 64), (32, 100, 128, 256))."""
+    shapes = []
+    for item in text.split(","):
+        parts = item.strip().lower().split("x")
+        if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"shape {item!r} is not NxTxDxH with positive integers")
+        shapes.append(tuple(int(p) for p in parts))
+    return tuple(shapes)
+
+
+def available_cells(cells=CELLS):
+    """The cells of ``cells`` whose fast functions exist in this build of fastcells."""
+    return [c for c in cells if getattr(fastcells, f"{c}_forward", None) is not None
+            and getattr(fastcells, f"{c}_backward", None) is not None]
+
+
+def have_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Problem:
+    """Float32 inputs of one cell and shape: xs (N, T, D), Wx (D, GH), Wh (H, GH), b, dhs."""
+
+    def __init__(self, cell, shape, xs, Wx, Wh, b, dhs):
+        self.cell, self.shape = cell, tuple(shape)
+        self.xs, self.Wx, self.Wh, self.b, self.dhs = xs, Wx, Wh, b, dhs
+
+    @property
+    def label(self):
+        return shape_label(self.shape)
+
+
+def make_problem(cell, shape, seed=0):
+    """Random problem; weights and biases ~ U(-1/sqrt(H), 1/sqrt(H)) like torch's default init.
+
+    b is (G*H,) for lstm and rnn, (2, 3H) for gru (reset_after=True: input and recurrent rows).
+    """
+    N, T, D, H = shape
+    G = GATES[cell]
+    rng = np.random.default_rng([seed, CELLS.index(cell), *shape])
+    k = 1.0 / math.sqrt(H)
+    xs = rng.standard_normal((N, T, D), dtype=DTYPE)
+    Wx = rng.uniform(-k, k, (D, G * H)).astype(DTYPE)
+    Wh = rng.uniform(-k, k, (H, G * H)).astype(DTYPE)
+    b = rng.uniform(-k, k, (2, 3 * H) if cell == "gru" else (G * H,)).astype(DTYPE)
+    dhs = rng.standard_normal((N, T, H), dtype=DTYPE)
+    return Problem(cell, shape, xs, Wx, Wh, b, dhs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Our layout <-> torch's
+# ----------------------------------------------------------------------------------------------
+def _take_blocks(a, order):
+    """Concatenate the H-row blocks of a (G*H, ...) in ``order`` along axis 0."""
+    H = a.shape[0] // len(order)
+    return np.concatenate([a[k * H:(k + 1) * H] for k in order], axis=0)
+
+
+def native_to_torch(cell, Wx, Wh, b):
+    """Torch's weight_ih_l0 (G*H, D), weight_hh_l0 (G*H, H), bias_ih_l0, bias_hh_l0 (G*H,).
+
+    Weights are transposed (torch is out-by-in) and their gate blocks reordered. LSTM and RNN
+    have one bias: it goes to bias_ih and bias_hh is zero (torch adds the two). GRU's b rows 0
+    and 1 are torch's bias_ih and bias_hh.
+    """
+    order = TORCH_BLOCKS[cell]
+    w_ih = _take_blocks(np.asarray(Wx).T, order)
+    w_hh = _take_blocks(np.asarray(Wh).T, order)
+    if cell == "gru":
+        b_ih, b_hh = _take_blocks(b[0], order), _take_blocks(b[1], order)
+    else:
+        b_ih, b_hh = _take_blocks(b, order), np.zeros_like(b)
+    return {name: np.ascontiguousarray(a) for name, a in
+            (("weight_ih_l0", w_ih), ("weight_hh_l0", w_hh), ("bias_ih_l0", b_ih),
+             ("bias_hh_l0", b_hh))}
+
+
+def torch_grads_to_native(cell, module):
+    """dWx (D, G*H), dWh (H, G*H), db from the .grad of torch's parameters (our layout)."""
+    back = tuple(int(j) for j in np.argsort(TORCH_BLOCKS[cell]))  # our block j = torch's back[j]
+    g = {name: getattr(module, name).grad.numpy() for name in
+         ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")}
+    dWx = _take_blocks(g["weight_ih_l0"], back).T
+    dWh = _take_blocks(g["weight_hh_l0"], back).T
+    if cell == "gru":
+        db = np.stack([_take_blocks(g["bias_ih_l0"], back), _take_blocks(g["bias_hh_l0"], back)])
+    else:  # both torch biases receive the gradient of their sum
+        db = _take_blocks(g["bias_ih_l0"], back)
+    return dWx, dWh, db
+
+
+# ----------------------------------------------------------------------------------------------
+# Runners: one implementation of one cell on one problem
+# ----------------------------------------------------------------------------------------------
+def _final_states(cell, final):
+    if cell == "lstm":
+        return {"h_T": final[0], "c_T": final[1]}
+    return {"h_T": final}
+
+
+class ArrayRunner:
+    """fastcells or the twin: ``train()`` and ``infer()`` are the timed calls; ``results``
+    names their arrays for ``verify``."""
+
+    library = None
+
+    def __init__(self, impl, p):
+        mod = fastcells if impl == "fastcells" else reference
+        self.impl, self.p = impl, p
+        self.library = "scipy BLAS" if impl == "fastcells" else "numpy BLAS"
+        self.forward = getattr(mod, f"{p.cell}_forward")
+        self.backward = getattr(mod, f"{p.cell}_backward")
+
+    def train(self):
+        p = self.p
+        hs, final, cache = self.forward(p.xs, p.Wx, p.Wh, p.b)
+        return hs, final, self.backward(cache, p.dhs)
+
+    def infer(self):
+        p = self.p
+        return self.forward(p.xs, p.Wx, p.Wh, p.b, training=False)
+
+    def results(self, mode, out):
+        hs, final = out[0], out[1]
+        res = {"hs": hs, **_final_states(self.p.cell, final)}
+        if mode == "train":
+            res.update(out[2]._asdict())  # dxs, dWx, dWh, db, dh0 [, dc0]
+        return res
+
+
+class TorchRunner:
+    """torch.nn.LSTM/GRU/RNN(batch_first=True) with the problem's weights."""
+
+    library = "torch"
+
+    def __init__(self, impl, p):
+        import torch
+        self.torch, self.impl, self.p = torch, impl, p
+        N, T, D, H = p.shape
+        cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[p.cell]
+        self.module = cls(D, H, batch_first=True)
+        with torch.no_grad():
+            for name, a in native_to_torch(p.cell, p.Wx, p.Wh, p.b).items():
+                getattr(self.module, name).copy_(torch.from_numpy(a))
+        self.dy = torch.from_numpy(p.dhs)
+
+    def train(self):
+        x = self.torch.from_numpy(self.p.xs).requires_grad_()  # a fresh leaf each call
+        for param in self.module.parameters():  # optimizer.zero_grad(set_to_none=True)
+            param.grad = None
+        out, state = self.module(x)
+        out.backward(self.dy)
+        return out, state, x
+
+    def infer(self):
+        with self.torch.inference_mode():
+            return self.module(self.torch.from_numpy(self.p.xs))
+
+    def results(self, mode, out):
+        hs, state = out[0], out[1]  # state: (h_n, c_n) for lstm, else h_n; each (1, N, H)
+        if self.p.cell == "lstm":
+            final = (state[0][0].detach().numpy(), state[1][0].detach().numpy())
+        else:
+            final = state[0].detach().numpy()
+        res = {"hs": hs.detach().numpy(), **_final_states(self.p.cell, final)}
+        if mode == "train":
+            dWx, dWh, db = torch_grads_to_native(self.p.cell, self.module)
+            res.update(dxs=out[2].grad.numpy(), dWx=dWx, dWh=dWh, db=db)
+        return res
+
+
+def make_runner(impl, p):
+    return TorchRunner(impl, p) if impl == "torch" else ArrayRunner(impl, p)
+
+
+# ----------------------------------------------------------------------------------------------
+# Verification
+# ----------------------------------------------------------------------------------------------
+def rel_err(actual, expected):
+    """max|actual - expected| / max|expected| (nan if a shape differs or a value is not finite)."""
+    a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if a.shape != e.shape:
+        return math.nan
+    if e.size == 0:
+        return 0.0
+    scale = float(np.max(np.abs(e)))
+    err = float(np.max(np.abs(a - e)))
+    return err / scale if scale > 0 else err
+
+
+def reference_results(p):
+    """The twin's results for p: ({name: array} of the training step, that of inference).
+
+    The twin's inference outputs are those of its training forward (hs and final states).
+    """
+    twin = ArrayRunner("twin", p)
+    train = twin.results("train", twin.train())
+    infer = {k: train[k] for k in ("hs", "h_T", "c_T") if k in train}
+    return train, infer
+
+
+def verify(actual, expected, what, tol=RTOL):
+    """Compare every array of ``actual`` with ``expected``; return the largest relative error.
+
+    Raises VerificationError naming each array off by more than ``tol`` (or of another shape or
+    dtype, or not finite, or missing from ``actual`` when the twin has it, torch excepted for
+    dh0/dc0, which it does not compute here).
+    """
+    problems, worst = [], 0.0
+    for name, e in expected.items():
+        if name not in actual:
+            if name not in ("dh0", "dc0"):
+                problems.append(f"{name}: missing")
+            continue
+        a = np.asarray(actual[name])
+        if a.dtype != np.asarray(e).dtype:
+            problems.append(f"{name}: dtype {a.dtype} != {np.asarray(e).dtype}")
+        err = rel_err(a, e)
+        if not err <= tol:  # catches nan
+            shapes = "" if a.shape == np.shape(e) else f" (shape {a.shape} != {np.shape(e)})"
+            problems.append(f"{name}: max|a-b|/max|b| = {err:.3e} > {tol:.0e}{shapes}")
+        else:
+            worst = max(worst, err)
+    if problems:
+        raise VerificationError(
+            f"{what} does not match the NumPy twin:\n    " + "\n    ".join(problems))
+    return worst
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+# ----------------------------------------------------------------------------------------------
+class Case:
+    """One timed thing: cell, shape, mode, impl, its callable and, once measured, its samples."""
+
+    def __init__(self, p, mode, runner):
+        self.p, self.mode, self.impl, self.runner = p, mode, runner.impl, runner
+        self.fn = getattr(runner, mode)
+        self.est = None      # seconds per call: from the verification run, then measured
+        self.err = None      # max relative error against the twin
+        self.samples = []    # seconds per call, one per sample
+        self.k = None        # calls per sample, fixed when the first sample is taken
+
+    @property
+    def sample_cost(self):
+        return (self.k or max(1, math.ceil(MIN_SAMPLE_TIME / self.est))) * self.est
+
+    def sample(self):
+        """Take one sample: the mean time of k back-to-back calls (gc off)."""
+        if self.k is None:
+            self.k = max(1, math.ceil(MIN_SAMPLE_TIME / self.est))
+        fn, k, clock = self.fn, self.k, time.perf_counter
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            t0 = clock()
+            for _ in range(k):
+                fn()
+            t = (clock() - t0) / k
+        finally:
+            if enabled:
+                gc.enable()
+        self.samples.append(t)
+        return t
+
+    @property
+    def median(self):
+        return float(np.median(self.samples))
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def _refine(fn, first, budget=0.05):
+    """Seconds per call: the first call's time, or for a cheap call the mean over ~budget s."""
+    if first > 0.1:
+        return first
+    calls, t0 = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - t0 < budget:
+        fn()
+        calls += 1
+    return (time.perf_counter() - t0) / calls
+
+
+def plan_samples(costs, budget, nmax, nmin=2):
+    """Samples per case so that sum(n_i * cost_i) <= budget where possible.
+
+    Every case gets the same share x of time, n_i = clamp(x // cost_i, floor_i, nmax): the cheap
+    cases stop at nmax and leave their time to the expensive ones. The floor is nmin, lowered to
+    1 for the most expensive cases first when even the floors do not fit.
+    """
+    floors = [min(nmin, nmax)] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        if sum(f * c for f, c in zip(floors, costs)) <= budget:
+            break
+        floors[i] = 1
+
+    def counts(x):
+        return [max(f, min(nmax, int(x // c))) for f, c in zip(floors, costs)]
+
+    def total(x):
+        return sum(n * c for n, c in zip(counts(x), costs))
+
+    lo, hi = 0.0, max(costs) * nmax
+    if total(hi) <= budget:
+        return counts(hi)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if total(mid) <= budget else (lo, mid)
+    return counts(lo)
+
+
+class _Pacer:
+    """Rest between two libraries when threads > 1.
+
+    After a multi-threaded call an OpenBLAS or OpenMP pool keeps spinning for ~0.1 s and steals a
+    core from whatever runs next (2-3x slower GEMMs, sometimes 10x); numpy, scipy and torch each
+    have their own pool, so switching libraries waits for the previous pool to go to sleep.
+    """
+
+    def __init__(self, threads):
+        self.threads, self.last = threads, None
+
+    def switch_to(self, library):
+        if self.threads > 1 and self.last is not None and library != self.last:
+            time.sleep(SWITCH_PAUSE)
+        self.last = library
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine(), ""
+    model, flags = None, ""
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model", "Processor") and model is None:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = value
+    simd = [s for s in ("avx512f", "avx2", "fma", "asimd") if s in flags.split()]
+    return model or platform.machine(), ", ".join(simd)
+
+
+def _versions():
+    import scipy
+    out = [f"fastcells {fastcells.__version__}", f"numpy {np.__version__}",
+           f"scipy {scipy.__version__}"]
+    try:
+        import torch
+        out.append(f"torch {torch.__version__}")
+    except ImportError:
+        out.append("torch not installed")
+    return out
+
+
+def machine_info(threads):
+    """Markdown lines describing the machine, the libraries and the thread settings."""
+    model, simd = _cpu_model()
+    cores = os.cpu_count()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = cores
+    env = " ".join(f"{v}={os.environ.get(v, 'unset')}" for v in THREAD_VARS)
+    lines = [
+        f"- CPU: {model}" + (f" ({simd})" if simd else "")
+        + f"; {cores} logical cores, {usable} usable",
+        f"- {platform.system()} {platform.release()}, Python {platform.python_version()}; "
+        + ", ".join(_versions()),
+        f"- threads: {threads} ({env}"
+        + (f", torch.get_num_threads()={_torch_threads()}" if have_torch() else "") + ")",
+    ]
+    return lines
+
+
+def _torch_threads():
+    import torch
+    return torch.get_num_threads()
+
+
+def _fmt_ms(seconds):
+    ms = seconds * 1e3
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    if ms >= 1:
+        return f"{ms:.2f}"
+    return f"{ms:.3f}"
+
+
+def _fmt_time(case):
+    if case is None:
+        return "–"
+    if len(case.samples) < 2:
+        return _fmt_ms(case.median)
+    return (f"{_fmt_ms(case.median)} ({_fmt_ms(min(case.samples))}–"
+            f"{_fmt_ms(max(case.samples))})")
+
+
+def _fmt_ratio(num, den):
+    if num is None or den is None:
+        return "–"
+    return f"{num.median / den.median:.3g}×"
+
+
+def table(cases, impls):
+    """Markdown table: one row per cell, mode and shape; one time column per implementation."""
+    by_key = {(c.p.cell, c.p.shape, c.mode, c.impl): c for c in cases}
+    rows = []
+    for cell in dict.fromkeys(c.p.cell for c in cases):
+        for mode in MODES:
+            for shape in dict.fromkeys(c.p.shape for c in cases if c.p.cell == cell):
+                got = {impl: by_key.get((cell, shape, mode, impl)) for impl in impls}
+                if got["fastcells"] is None:
+                    continue
+                fc = got["fastcells"]
+                row = [cell, mode, "×".join(map(str, shape))]
+                row += [_fmt_time(got[impl]) for impl in impls]
+                row += [_fmt_ratio(got[impl], fc) for impl in impls if impl != "fastcells"]
+                row.append("/".join(str(len(got[i].samples)) if got[i] else "–" for i in impls))
+                row.append(f"{fc.err:.1e}")
+                rows.append(row)
+    names = {"fastcells": "fastcells ms", "twin": "NumPy twin ms", "torch": "torch ms"}
+    head = ["cell", "step", "N×T×D×H"] + [names[i] for i in impls]
+    head += [f"{i}/fc" for i in impls if i != "fastcells"]
+    head += ["n (" + "/".join("fc" if i == "fastcells" else i for i in impls) + ")", "max err"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m fastcells",
+        description="Time fastcells against its NumPy twins and PyTorch (float32, CPU), after "
+                    "checking that their results agree.")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="threads for every library (default 1)")
+    parser.add_argument("--cells", default=",".join(CELLS),
+                        help="comma-separated cells among lstm,gru,rnn (default all; cells "
+                             "whose fast kernels are not in this build are skipped)")
+    parser.add_argument("--shapes", default=None, metavar="NxTxDxH,...",
+                        help="float32 shapes (default "
+                             + ",".join(map(shape_label, DEFAULT_SHAPES)) + ")")
+    parser.add_argument("--repeat", type=int, default=None, metavar="R",
+                        help="most samples per case (default 15, 5 with --quick); slow cases "
+                             "get fewer to stay within the budget")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="target run time, verification included (default 45, 10 with "
+                             "--quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: the two small default shapes, fewer samples")
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    return parser
+
+
+def parse_args(argv):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    cells = [c.strip().lower() for c in args.cells.split(",") if c.strip()]
+    unknown = [c for c in cells if c not in CELLS]
+    if unknown or not cells:
+        parser.error(f"--cells: unknown {','.join(unknown) or '(none)'}; choose from "
+                     + ",".join(CELLS))
+    args.cells = cells
+    try:
+        args.shapes = (parse_shapes(args.shapes) if args.shapes
+                       else QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
+    except ValueError as e:
+        parser.error(f"--shapes: {e}")
+    if args.repeat is None:
+        args.repeat = 5 if args.quick else 15
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.budget is None:
+        args.budget = 10.0 if args.quick else 45.0
+    return args
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(args):
+    """Verify every cell and shape, then time them; return the Cases and the impls used."""
+    start = time.perf_counter()
+    deadline = start + args.budget
+    impls = [i for i in IMPLS if i != "torch" or (not args.no_torch and have_torch())]
+    if "torch" in impls:
+        import torch
+        torch.set_num_threads(args.threads)
+    cells = available_cells(args.cells)
+    pacer = _Pacer(args.threads)
+
+    # Phase 1: verify everything (these calls also warm up and give the cost estimates).
+    cases = []
+    for cell in cells:
+        for shape in args.shapes:
+            t0 = time.perf_counter()
+            p = make_problem(cell, shape)
+            pacer.switch_to("numpy BLAS")
+            twin = ArrayRunner("twin", p)
+            out, t_fwd = _timed(lambda: twin.forward(p.xs, p.Wx, p.Wh, p.b))
+            grads, t_bwd = _timed(lambda: twin.backward(out[2], p.dhs))
+            ref_train = twin.results("train", (out[0], out[1], grads))
+            ref_infer = {k: ref_train[k] for k in ("hs", "h_T", "c_T") if k in ref_train}
+            errs = {}
+            for mode in MODES:
+                for impl in impls:
+                    runner = make_runner(impl, p)
+                    case = Case(p, mode, runner)
+                    pacer.switch_to(runner.library)
+                    if impl == "twin" and mode == "train":
+                        case.est, case.err = t_fwd + t_bwd, 0.0
+                    elif impl == "twin":  # the twin's forward is its inference
+                        case.est = _refine(case.fn, t_fwd) if t_fwd <= 0.1 else t_fwd
+                        case.err = 0.0
+                    else:
+                        res, t_first = _timed(case.fn)
+                        what = f"{impl} {cell} {mode} {p.label}"
+                        case.err = verify(runner.results(mode, res),
+                                          ref_train if mode == "train" else ref_infer, what)
+                        del res
+                        errs[impl] = max(errs.get(impl, 0.0), case.err)
+                        case.est = _refine(case.fn, t_first)
+                    cases.append(case)
+            _log(f"verified {cell} {p.label}: max rel err vs twin "
+                 + ", ".join(f"{i} {e:.1e}" for i, e in errs.items())
+                 + f" ({time.perf_counter() - t0:.1f} s)")
+            del out, grads, ref_train, ref_infer
+
+    # Phase 2: time everything, replanning the sample counts before each case.
+    # The first sample corrects the estimate (a first call can be much slower than the rest).
+    pause = SWITCH_PAUSE if args.threads > 1 else 0.0
+
+    def planned(i):
+        left = deadline - time.perf_counter() - pause * (len(cases) - i)
+        done = cases[i].sample_cost * len(cases[i].samples)  # already spent on case i
+        return plan_samples([c.sample_cost for c in cases[i:]], left + done, args.repeat)[0]
+
+    for i, case in enumerate(cases):
+        pacer.switch_to(case.runner.library)
+        case.est = case.sample()
+        k = max(1, math.ceil(MIN_SAMPLE_TIME / case.est))
+        if k != case.k:  # the estimate was off: that sample was a warm-up
+            case.samples.clear()
+            case.k = k
+        n = planned(i)
+        while len(case.samples) < n:
+            case.sample()
+    _log(f"done in {time.perf_counter() - start:.1f} s")
+    return cases, impls, cells
+
+
+def main(args):
+    """Run the benchmark for parsed ``args`` and print the report; return the exit status."""
+    mismatched = [v for v in THREAD_VARS if os.environ.get(v) != str(args.threads)]
+    if mismatched:
+        _log(f"warning: {', '.join(mismatched)} not set to {args.threads}: numpy's and scipy's "
+             "BLAS may use other thread counts; run through `python -m fastcells`")
+    try:
+        cases, impls, cells = run(args)
+    except VerificationError as e:
+        _log("\n" + "!" * 78 + f"\nVERIFICATION FAILED: {e}\n"
+             "Nothing was timed: fastcells must match its NumPy twin before it is benchmarked.\n"
+             + "!" * 78)
+        return 1
+    skipped = [c for c in args.cells if c not in cells]
+    print(f"## fastcells benchmark: float32, batch-first, {args.threads} thread"
+          + ("s" if args.threads > 1 else ""))
+    print()
+    for line in machine_info(args.threads):
+        print(line)
+    if skipped:
+        print(f"- skipped (no fast kernel in this build yet): {', '.join(skipped)}")
+    if "torch" not in impls:
+        print("- torch: " + ("left out (--no-torch)" if args.no_torch else "not installed"))
+    print()
+    if not cases:
+        print("Nothing to time.")
+        return 0
+    for line in table(cases, impls):
+        print(line)
+    print()
+    print("ms per call: median (min–max) of n samples, each the mean of back-to-back calls "
+          f"lasting >= {MIN_SAMPLE_TIME * 1e3:.0f} ms. train = forward + backward with a random "
+          "dhs; infer = forward with training=False"
+          + (" (torch: inference_mode)" if "torch" in impls else "")
+          + ". x/fc = median ratio, > 1 means fastcells is faster. max err = max|fc - twin| / "
+          f"max|twin| over outputs, final states and gradients, checked (<= {RTOL:.0e}, torch "
+          "too) before any timing.")
+    return 0

@@ -1,0 +1,77 @@
+"""What the three cells' public modules share: the cache base, the training buffers and the
+preparation of a backward call. Checks are in _validate; the loops in the _<cell>.pyx kernels."""
+import numpy as np
+
+from ._validate import check_cache, output_grad, state_grad
+
+# Inference keeps the gates of at most this many steps (their input projection is one GEMM per
+# chunk), so its memory is the outputs plus O(N*H), whatever T is.
+INFERENCE_CHUNK = 64
+
+
+class SequenceCache:
+    """What a *_forward(training=True) keeps for its backward (treat it as opaque).
+
+    The forward's input X ((N*T, D), layout rows), Wx, Wh, lengths and sizes; each cell's
+    subclass adds its own (N*T, width) arrays, listed in its docstring.
+    """
+
+    __slots__ = ("X", "Wx", "Wh", "lengths", "N", "T", "D", "H", "time_major", "dtype",
+                 "xs_shape", "seq_shape")
+
+    def __init__(self, seq):
+        self.X, self.Wx, self.Wh, self.lengths = seq.X, seq.Wx, seq.Wh, seq.lengths
+        self.N, self.T, self.D, self.H = seq.N, seq.T, seq.D, seq.H
+        self.time_major, self.dtype = seq.time_major, seq.dtype
+        self.xs_shape, self.seq_shape = seq.xs.shape, seq.seq_shape
+
+    @property
+    def empty(self):
+        return self.N == 0 or self.T == 0 or self.H == 0
+
+
+def outputs(seq):
+    """hs (zeros, in the layout of xs) and its (N*T, H) matrix view for the kernels."""
+    hs = np.zeros(seq.seq_shape, seq.dtype)
+    return hs, hs.reshape(seq.N * seq.T, seq.H)
+
+
+def states_by_step(seq, initial):
+    """An (N*T, H) array of the state entering each step, with step 0 set to `initial`."""
+    a = np.empty(seq.seq_shape, seq.dtype)
+    if not seq.empty:
+        a[(0, slice(None)) if seq.time_major else (slice(None), 0)] = initial
+    return a.reshape(seq.N * seq.T, seq.H)
+
+
+def chunk_buffer(seq, width):
+    """The inference work buffer: the gates of min(T, INFERENCE_CHUNK) steps."""
+    return np.empty((min(seq.T, INFERENCE_CHUNK) * seq.N, width), seq.dtype)
+
+
+class Backward:
+    """The checked arguments and zeroed results of a *_backward call.
+
+    Attributes: cache; dY ((N*T, H) or a (1, H) zero row) and has_dy; dh (and dc) — the
+    final-state gradients, copied, which the kernel turns into dh0 (dc0) in place; dX, dWx, dWh
+    and db zeros shaped like their arguments; run (False when there is nothing to compute).
+    """
+
+    def __init__(self, fn, forward, cache, cache_cls, dhs, final_grads, G, b_shape):
+        """final_grads: {name: array or None}; b_shape(H) -> the shape of b."""
+        cache = check_cache(fn, cache, cache_cls, forward)
+        self.cache = cache
+        N, T, D, H, dtype = cache.N, cache.T, cache.D, cache.H, cache.dtype
+        dY = output_grad(fn, "dhs", dhs, cache)
+        self.has_dy = dY is not None
+        self.dY = dY.reshape(N * T, H) if self.has_dy else np.zeros((1, H), dtype)
+        self.states = [state_grad(fn, name, a, cache) for name, a in final_grads.items()]
+        self.dX = np.zeros((N * T, D), dtype)
+        self.dWx = np.zeros((D, G * H), dtype)
+        self.dWh = np.zeros((H, G * H), dtype)
+        self.db = np.zeros(b_shape(H), dtype)
+        self.run = not cache.empty
+
+    @property
+    def dxs(self):
+        return self.dX.reshape(self.cache.xs_shape)

@@ -1,0 +1,247 @@
+"""The GRU kernels, blocks [z, r, h], h_t = z ⊙ h_{t-1} + (1 - z) ⊙ ĥ, both reset variants.
+
+reset_after=True (b = [b_input; b_recurrent], (2, 3H) seen flat as (6H,)): per step ONE GEMM
+U = h_{t-1} @ Wh into a work buffer, then one fused C pass; training caches [z, r, ĥ] (G),
+uh = U_h + b1_h (UH, needed for ĥ's gradient and r's) and h_{t-1} (Hp, step 0 = h0). Backward
+produces dA (input side: dWx, dX, db[0]) and dU (recurrent side: dWh, db[1], dh_{t-1}).
+
+reset_after=False (b (3H,)): per step the z, r columns of the recurrent product first
+(G[:, :2H] += h_{t-1} @ Wh[:, :2H]), a C pass giving z, r and rh = r ⊙ h_{t-1}, then
+G[:, 2H:] += rh @ Wh[:, 2H:] and a C pass giving ĥ and h_t: two GEMMs on column blocks of Wh
+(leading dimension 3H), never a copy of the weights. Training caches [z, r, ĥ] (G), rh (RH) and
+h_{t-1} (Hp). Backward mirrors it with two GEMMs per step; after the loop dWh[:, :2H] and
+dWh[:, 2H:] are one GEMM each (from Hp and RH).
+"""
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+from ._blas cimport gemm
+from ._csrc cimport fc_gru_bwd_step_f32, fc_gru_bwd_step_f64
+from ._csrc cimport fc_gru_fwd_step_f32, fc_gru_fwd_step_f64
+from ._csrc cimport fc_gru_rb_bwd_gates_f32, fc_gru_rb_bwd_gates_f64
+from ._csrc cimport fc_gru_rb_bwd_out_f32, fc_gru_rb_bwd_out_f64
+from ._csrc cimport fc_gru_rb_fwd_gates_f32, fc_gru_rb_fwd_gates_f64
+from ._csrc cimport fc_gru_rb_fwd_out_f32, fc_gru_rb_fwd_out_f64
+from ._seq cimport Layout, colsum, cptr, make_layout, project, ptr
+
+
+# ---- dispatch by dtype to the C passes (contracts in csrc/fastcells.h) ----------------------
+cdef inline void fwd_step(Py_ssize_t N, Py_ssize_t H, floating *A, Py_ssize_t ld_A,
+                          const floating *U, const floating *b, const floating *h_prev,
+                          Py_ssize_t ld_hp, floating *h_next, Py_ssize_t ld_hn, floating *y,
+                          Py_ssize_t ld_y, floating *uh, Py_ssize_t ld_uh,
+                          const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        fc_gru_fwd_step_f32(N, H, A, ld_A, U, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y, uh,
+                            ld_uh, lengths, t)
+    else:
+        fc_gru_fwd_step_f64(N, H, A, ld_A, U, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y, uh,
+                            ld_uh, lengths, t)
+
+
+cdef inline void bwd_step(Py_ssize_t N, Py_ssize_t H, const floating *G, Py_ssize_t ld_G,
+                          const floating *uh, Py_ssize_t ld_uh, const floating *h_prev,
+                          Py_ssize_t ld_hp, const floating *dy, Py_ssize_t ld_dy, floating *dh,
+                          floating *dA, floating *dU, Py_ssize_t ld_d, const int64_t *lengths,
+                          Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        fc_gru_bwd_step_f32(N, H, G, ld_G, uh, ld_uh, h_prev, ld_hp, dy, ld_dy, dh, dA, dU,
+                            ld_d, lengths, t)
+    else:
+        fc_gru_bwd_step_f64(N, H, G, ld_G, uh, ld_uh, h_prev, ld_hp, dy, ld_dy, dh, dA, dU,
+                            ld_d, lengths, t)
+
+
+cdef inline void rb_fwd_gates(Py_ssize_t N, Py_ssize_t H, floating *A, Py_ssize_t ld_A,
+                              const floating *b, const floating *h_prev, Py_ssize_t ld_hp,
+                              floating *rh, Py_ssize_t ld_rh, const int64_t *lengths,
+                              Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        fc_gru_rb_fwd_gates_f32(N, H, A, ld_A, b, h_prev, ld_hp, rh, ld_rh, lengths, t)
+    else:
+        fc_gru_rb_fwd_gates_f64(N, H, A, ld_A, b, h_prev, ld_hp, rh, ld_rh, lengths, t)
+
+
+cdef inline void rb_fwd_out(Py_ssize_t N, Py_ssize_t H, floating *A, Py_ssize_t ld_A,
+                            const floating *b, const floating *h_prev, Py_ssize_t ld_hp,
+                            floating *h_next, Py_ssize_t ld_hn, floating *y, Py_ssize_t ld_y,
+                            const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        fc_gru_rb_fwd_out_f32(N, H, A, ld_A, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y,
+                              lengths, t)
+    else:
+        fc_gru_rb_fwd_out_f64(N, H, A, ld_A, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y,
+                              lengths, t)
+
+
+cdef inline void rb_bwd_out(Py_ssize_t N, Py_ssize_t H, const floating *G, Py_ssize_t ld_G,
+                            const floating *h_prev, Py_ssize_t ld_hp, const floating *dy,
+                            Py_ssize_t ld_dy, floating *dh, floating *dA, Py_ssize_t ld_dA,
+                            const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        fc_gru_rb_bwd_out_f32(N, H, G, ld_G, h_prev, ld_hp, dy, ld_dy, dh, dA, ld_dA,
+                              lengths, t)
+    else:
+        fc_gru_rb_bwd_out_f64(N, H, G, ld_G, h_prev, ld_hp, dy, ld_dy, dh, dA, ld_dA,
+                              lengths, t)
+
+
+cdef inline void rb_bwd_gates(Py_ssize_t N, Py_ssize_t H, const floating *G, Py_ssize_t ld_G,
+                              const floating *h_prev, Py_ssize_t ld_hp, const floating *drh,
+                              floating *dh, floating *dA, Py_ssize_t ld_dA,
+                              const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        fc_gru_rb_bwd_gates_f32(N, H, G, ld_G, h_prev, ld_hp, drh, dh, dA, ld_dA, lengths, t)
+    else:
+        fc_gru_rb_bwd_gates_f64(N, H, G, ld_G, h_prev, ld_hp, drh, dh, dA, ld_dA, lengths, t)
+
+
+# ---- one step of each variant, shared by training and inference -----------------------------
+cdef inline void step_after(Py_ssize_t N, Py_ssize_t H, floating *g, Py_ssize_t ldg,
+                            const floating *Wh, floating *U, const floating *b,
+                            const floating *hp, Py_ssize_t ld_hp, floating *hn, Py_ssize_t ld_hn,
+                            floating *y, Py_ssize_t ld_y, floating *uh, Py_ssize_t ld_uh,
+                            const int64_t *lens, Py_ssize_t t) noexcept nogil:
+    # U = h_{t-1} @ Wh
+    gemm(False, False, N, 3 * H, H, 1, hp, ld_hp, Wh, 3 * H, 0, U, 3 * H)
+    fwd_step(N, H, g, ldg, U, b, hp, ld_hp, hn, ld_hn, y, ld_y, uh, ld_uh, lens, t)
+
+
+cdef inline void step_before(Py_ssize_t N, Py_ssize_t H, floating *g, Py_ssize_t ldg,
+                             const floating *Wh, const floating *b, const floating *hp,
+                             Py_ssize_t ld_hp, floating *hn, Py_ssize_t ld_hn, floating *y,
+                             Py_ssize_t ld_y, floating *rh, Py_ssize_t ld_rh,
+                             const int64_t *lens, Py_ssize_t t) noexcept nogil:
+    # g[:, :2H] += h_{t-1} @ Wh[:, :2H]
+    gemm(False, False, N, 2 * H, H, 1, hp, ld_hp, Wh, 3 * H, 1, g, ldg)
+    rb_fwd_gates(N, H, g, ldg, b, hp, ld_hp, rh, ld_rh, lens, t)
+    # g[:, 2H:] += (r ⊙ h_{t-1}) @ Wh[:, 2H:]
+    gemm(False, False, N, H, H, 1, rh, ld_rh, Wh + 2 * H, 3 * H, 1, g + 2 * H, ldg)
+    rb_fwd_out(N, H, g, ldg, b, hp, ld_hp, hn, ld_hn, y, ld_y, lens, t)
+
+
+def forward_train(const floating[:, ::1] X,       # (N*T, D)
+                  const floating[:, ::1] Wx,      # (D, 3H)
+                  const floating[:, ::1] Wh,      # (H, 3H)
+                  const floating[::1] b,          # (6H,) reset_after, else (3H,)
+                  const int64_t[::1] lengths,     # (N,) or None
+                  Py_ssize_t N, Py_ssize_t T, bint time_major, bint reset_after,
+                  floating[:, ::1] Y,             # out (N*T, H): hs
+                  floating[:, ::1] G,             # out (N*T, 3H): z, r, ĥ
+                  floating[:, ::1] S,             # out (N*T, H): uh (reset_after) or rh
+                  floating[:, ::1] Hp,            # in/out (N*T, H): h_{t-1}; step 0 holds h0
+                  floating[:, ::1] U,             # work (N, 3H) (reset_after only)
+                  floating[:, ::1] hT):           # out (N, H)
+    cdef Layout L = make_layout(N, T, time_major)
+    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G3 = 3 * H
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef Py_ssize_t gs = L.ts * G3, ldg = L.ns * G3
+    cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
+    cdef floating *g = &G[0, 0]
+    cdef floating *hp = &Hp[0, 0]
+    cdef floating *s = &S[0, 0]
+    cdef floating *h_next
+    cdef Py_ssize_t t, ld_next
+    with nogil:
+        # G = X @ Wx  (all steps)
+        project(L, cptr(X), D, 0, T, cptr(Wx), G3, g, gs, ldg)
+        for t in range(T):
+            if t + 1 < T:
+                h_next, ld_next = hp + (t + 1) * hs, ldh
+            else:
+                h_next, ld_next = &hT[0, 0], H
+            if reset_after:
+                step_after(N, H, g + t * gs, ldg, &Wh[0, 0], &U[0, 0], &b[0], hp + t * hs, ldh,
+                           h_next, ld_next, &Y[0, 0] + t * hs, ldh, s + t * hs, ldh, lens, t)
+            else:
+                step_before(N, H, g + t * gs, ldg, &Wh[0, 0], &b[0], hp + t * hs, ldh,
+                            h_next, ld_next, &Y[0, 0] + t * hs, ldh, s + t * hs, ldh, lens, t)
+
+
+def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
+                  const floating[:, ::1] Wh, const floating[::1] b,
+                  const int64_t[::1] lengths, Py_ssize_t N, Py_ssize_t T, bint time_major,
+                  bint reset_after,
+                  floating[:, ::1] Y,             # out (N*T, H): hs
+                  floating[:, ::1] P,             # work (Tc*N, 3H): gates of Tc steps
+                  floating[:, ::1] S,             # work (1, H) uh scratch, or (N, H) rh
+                  floating[:, ::1] U,             # work (N, 3H) (reset_after only)
+                  floating[:, ::1] hT):           # in h0, out h_T (N, H), updated in place
+    cdef Layout L = make_layout(N, T, time_major)
+    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G3 = 3 * H
+    cdef Py_ssize_t Tc = P.shape[0] // N
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
+    cdef floating *h = &hT[0, 0]
+    cdef floating *p
+    cdef Py_ssize_t chunk, t0, t1, t
+    with nogil:
+        for chunk in range((T + Tc - 1) // Tc):
+            t0 = chunk * Tc
+            t1 = min(T, t0 + Tc)
+            # P[t - t0] = X[:, t] @ Wx  for t0 <= t < t1
+            project(L, cptr(X), D, t0, t1, cptr(Wx), G3, &P[0, 0], N * G3, G3)
+            for t in range(t0, t1):
+                p = &P[0, 0] + (t - t0) * N * G3
+                # h is overwritten in place by h_t (every read of h_{t-1} precedes its write)
+                if reset_after:
+                    step_after(N, H, p, G3, &Wh[0, 0], &U[0, 0], &b[0], h, H, h, H,
+                               &Y[0, 0] + t * hs, ldh, &S[0, 0], 0, lens, t)
+                else:
+                    step_before(N, H, p, G3, &Wh[0, 0], &b[0], h, H, h, H,
+                                &Y[0, 0] + t * hs, ldh, &S[0, 0], H, lens, t)
+
+
+def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
+             const floating[:, ::1] G,            # (N*T, 3H) z, r, ĥ (cache)
+             const floating[:, ::1] S,            # (N*T, H) uh or rh (cache)
+             const floating[:, ::1] Hp,           # (N*T, H) h_{t-1} (cache)
+             const int64_t[::1] lengths, Py_ssize_t N, Py_ssize_t T, bint time_major,
+             bint reset_after,
+             const floating[:, ::1] dY, bint has_dy,  # (N*T, H) dL/dhs, or (1, H) zeros
+             floating[:, ::1] dh,                 # in dL/dh_T, out dL/dh0 (N, H)
+             floating[:, ::1] dA,                 # out (N*T, 3H): input-side gate gradients
+             floating[:, ::1] W2,                 # work: dU (N*T, 3H) after, drh (N, H) before
+             floating[:, ::1] dX, floating[:, ::1] dWx, floating[:, ::1] dWh,
+             floating[::1] db):                   # out (6H,) reset_after, else (3H,)
+    cdef Layout L = make_layout(N, T, time_major)
+    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G3 = 3 * H, NT = N * T
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef Py_ssize_t gs = L.ts * G3, ldg = L.ns * G3
+    cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
+    cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
+    cdef const floating *w = &Wh[0, 0]
+    cdef const floating *hp = &Hp[0, 0]
+    cdef const floating *s = &S[0, 0]
+    cdef floating *d = &dA[0, 0]
+    cdef floating *w2 = &W2[0, 0]
+    cdef floating *dhp = &dh[0, 0]
+    cdef Py_ssize_t t
+    with nogil:
+        for t in range(T - 1, -1, -1):
+            if reset_after:
+                bwd_step(N, H, &G[0, 0] + t * gs, ldg, s + t * hs, ldh, hp + t * hs, ldh,
+                         &dY[0, 0] + t * dys, ldy, dhp, d + t * gs, w2 + t * gs, ldg, lens, t)
+                # dh_{t-1} += dU_t @ Whᵀ
+                gemm(False, True, N, H, G3, 1, w2 + t * gs, ldg, w, G3, 1, dhp, H)
+            else:
+                rb_bwd_out(N, H, &G[0, 0] + t * gs, ldg, hp + t * hs, ldh,
+                           &dY[0, 0] + t * dys, ldy, dhp, d + t * gs, ldg, lens, t)
+                # drh = dA_h @ Wh[:, 2H:]ᵀ
+                gemm(False, True, N, H, H, 1, d + t * gs + 2 * H, ldg, w + 2 * H, G3, 0, w2, H)
+                rb_bwd_gates(N, H, &G[0, 0] + t * gs, ldg, hp + t * hs, ldh, w2, dhp,
+                             d + t * gs, ldg, lens, t)
+                # dh_{t-1} += dA_zr @ Wh[:, :2H]ᵀ
+                gemm(False, True, N, H, 2 * H, 1, d + t * gs, ldg, w, G3, 1, dhp, H)
+        # dWx = Xᵀ @ dA;  dX = dA @ Wxᵀ;  db (input side) = dA.sum(0)
+        gemm(True, False, D, G3, NT, 1, cptr(X), D, d, G3, 0, ptr(dWx), G3)
+        gemm(False, True, NT, D, G3, 1, d, G3, cptr(Wx), G3, 0, ptr(dX), D)
+        colsum(NT, G3, d, G3, &db[0])
+        if reset_after:
+            # dWh = Hpᵀ @ dU;  db[1] = dU.sum(0)
+            gemm(True, False, H, G3, NT, 1, hp, H, w2, G3, 0, &dWh[0, 0], G3)
+            colsum(NT, G3, w2, G3, &db[0] + G3)
+        else:
+            # dWh[:, :2H] = Hpᵀ @ dA[:, :2H];  dWh[:, 2H:] = RHᵀ @ dA[:, 2H:]
+            gemm(True, False, H, 2 * H, NT, 1, hp, H, d, G3, 0, &dWh[0, 0], G3)
+            gemm(True, False, H, H, NT, 1, s, H, d + 2 * H, G3, 0, &dWh[0, 0] + 2 * H, G3)

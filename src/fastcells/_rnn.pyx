@@ -1,0 +1,125 @@
+"""The vanilla RNN kernels: h_t = act(x_t @ Wx + h_{t-1} @ Wh + b), act tanh or relu.
+
+Same plan as _lstm.pyx: one GEMM for the input projection, per step one recurrent GEMM and one
+fused C pass; backward per step one C pass and one GEMM, then one GEMM each for dWx, dWh, dX.
+Training caches h_{t-1} of every step (Hp, step 0 = h0) and h_t = act(pre) (A): act' is a
+function of h_t (1 - h² for tanh, [h > 0] for relu), so no pre-activation is kept.
+"""
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+from ._blas cimport gemm
+from ._csrc cimport fc_rnn_bwd_step_f32, fc_rnn_bwd_step_f64
+from ._csrc cimport fc_rnn_fwd_step_f32, fc_rnn_fwd_step_f64
+from ._seq cimport Layout, colsum, cptr, make_layout, project, ptr
+
+
+cdef inline void fwd_step(Py_ssize_t N, Py_ssize_t H, int act, floating *A, Py_ssize_t ld_A,
+                          const floating *b, const floating *h_prev, Py_ssize_t ld_hp,
+                          floating *h_next, Py_ssize_t ld_hn, floating *y, Py_ssize_t ld_y,
+                          const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        fc_rnn_fwd_step_f32(N, H, act, A, ld_A, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y,
+                            lengths, t)
+    else:
+        fc_rnn_fwd_step_f64(N, H, act, A, ld_A, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y,
+                            lengths, t)
+
+
+cdef inline void bwd_step(Py_ssize_t N, Py_ssize_t H, int act, const floating *A,
+                          Py_ssize_t ld_A, const floating *dy, Py_ssize_t ld_dy, floating *dh,
+                          floating *dA, Py_ssize_t ld_dA, const int64_t *lengths,
+                          Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        fc_rnn_bwd_step_f32(N, H, act, A, ld_A, dy, ld_dy, dh, dA, ld_dA, lengths, t)
+    else:
+        fc_rnn_bwd_step_f64(N, H, act, A, ld_A, dy, ld_dy, dh, dA, ld_dA, lengths, t)
+
+
+def forward_train(const floating[:, ::1] X,       # (N*T, D)
+                  const floating[:, ::1] Wx,      # (D, H)
+                  const floating[:, ::1] Wh,      # (H, H)
+                  const floating[::1] b,          # (H,)
+                  const int64_t[::1] lengths,     # (N,) or None
+                  Py_ssize_t N, Py_ssize_t T, bint time_major, int act,
+                  floating[:, ::1] Y,             # out (N*T, H): hs
+                  floating[:, ::1] A,             # out (N*T, H): h_t = act(pre)
+                  floating[:, ::1] Hp,            # in/out (N*T, H): h_{t-1}; step 0 holds h0
+                  floating[:, ::1] hT):           # out (N, H)
+    cdef Layout L = make_layout(N, T, time_major)
+    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
+    cdef floating *a = &A[0, 0]
+    cdef floating *hp = &Hp[0, 0]
+    cdef floating *h_next
+    cdef Py_ssize_t t, ld_next
+    with nogil:
+        # A = X @ Wx  (all steps)
+        project(L, cptr(X), D, 0, T, cptr(Wx), H, a, hs, ldh)
+        for t in range(T):
+            # A[t] += h_{t-1} @ Wh
+            gemm(False, False, N, H, H, 1, hp + t * hs, ldh, &Wh[0, 0], H, 1, a + t * hs, ldh)
+            if t + 1 < T:
+                h_next, ld_next = hp + (t + 1) * hs, ldh
+            else:
+                h_next, ld_next = &hT[0, 0], H
+            fwd_step(N, H, act, a + t * hs, ldh, &b[0], hp + t * hs, ldh, h_next, ld_next,
+                     &Y[0, 0] + t * hs, ldh, lens, t)
+
+
+def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
+                  const floating[:, ::1] Wh, const floating[::1] b,
+                  const int64_t[::1] lengths, Py_ssize_t N, Py_ssize_t T, bint time_major,
+                  int act,
+                  floating[:, ::1] Y,             # out (N*T, H): hs
+                  floating[:, ::1] P,             # work (Tc*N, H): pre-activations of Tc steps
+                  floating[:, ::1] hT):           # in h0, out h_T (N, H), updated in place
+    cdef Layout L = make_layout(N, T, time_major)
+    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
+    cdef Py_ssize_t Tc = P.shape[0] // N
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
+    cdef floating *h = &hT[0, 0]
+    cdef floating *p
+    cdef Py_ssize_t chunk, t0, t1, t
+    with nogil:
+        for chunk in range((T + Tc - 1) // Tc):
+            t0 = chunk * Tc
+            t1 = min(T, t0 + Tc)
+            # P[t - t0] = X[:, t] @ Wx  for t0 <= t < t1
+            project(L, cptr(X), D, t0, t1, cptr(Wx), H, &P[0, 0], N * H, H)
+            for t in range(t0, t1):
+                p = &P[0, 0] + (t - t0) * N * H
+                # p += h_{t-1} @ Wh; then h is overwritten in place by h_t
+                gemm(False, False, N, H, H, 1, h, H, &Wh[0, 0], H, 1, p, H)
+                fwd_step(N, H, act, p, H, &b[0], h, H, h, H, &Y[0, 0] + t * hs, ldh, lens, t)
+
+
+def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
+             const floating[:, ::1] A,            # (N*T, H) h_t (cache)
+             const floating[:, ::1] Hp,           # (N*T, H) h_{t-1} (cache)
+             const int64_t[::1] lengths, Py_ssize_t N, Py_ssize_t T, bint time_major, int act,
+             const floating[:, ::1] dY, bint has_dy,  # (N*T, H) dL/dhs, or (1, H) zeros
+             floating[:, ::1] dh,                 # in dL/dh_T, out dL/dh0 (N, H)
+             floating[:, ::1] dA,                 # out (N*T, H): dL/d(pre-activation)
+             floating[:, ::1] dX, floating[:, ::1] dWx, floating[:, ::1] dWh,
+             floating[::1] db):
+    cdef Layout L = make_layout(N, T, time_major)
+    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
+    cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
+    cdef floating *d = &dA[0, 0]
+    cdef Py_ssize_t t
+    with nogil:
+        for t in range(T - 1, -1, -1):
+            bwd_step(N, H, act, &A[0, 0] + t * hs, ldh, &dY[0, 0] + t * dys, ldy, &dh[0, 0],
+                     d + t * hs, ldh, lens, t)
+            # dh_{t-1} += dA_t @ Whᵀ
+            gemm(False, True, N, H, H, 1, d + t * hs, ldh, &Wh[0, 0], H, 1, &dh[0, 0], H)
+        # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
+        gemm(True, False, D, H, N * T, 1, cptr(X), D, d, H, 0, ptr(dWx), H)
+        gemm(True, False, H, H, N * T, 1, &Hp[0, 0], H, d, H, 0, &dWh[0, 0], H)
+        gemm(False, True, N * T, D, H, 1, d, H, cptr(Wx), H, 0, ptr(dX), D)
+        colsum(N * T, H, d, H, &db[0])

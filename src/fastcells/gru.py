@@ -1,0 +1,104 @@
+"""GRU over whole sequences: ``gru_forward`` / ``gru_backward`` (CONVENTIONS.md).
+
+Blocks [z, r, h] (the book's, Keras', ONNX's order), h_t = z ⊙ h_{t-1} + (1 - z) ⊙ ĥ.
+
+reset_after=True (default; PyTorch, cuDNN, Keras' default, ONNX linear_before_reset=1),
+b of shape (2, 3H) = [input bias; recurrent bias]::
+
+    a = x_t @ Wx + b[0]          u = h_{t-1} @ Wh + b[1]
+    z = σ(a_z + u_z)    r = σ(a_r + u_r)    ĥ = tanh(a_h + r ⊙ u_h)
+
+reset_after=False (the book, ONNX's default), b of shape (3H,)::
+
+    z = σ(x_t @ Wx_z + h_{t-1} @ Wh_z + b_z)    r = σ(x_t @ Wx_r + h_{t-1} @ Wh_r + b_r)
+    ĥ = tanh(x_t @ Wx_h + (r ⊙ h_{t-1}) @ Wh_h + b_h)
+
+This module checks and allocates; the fused loops are in _gru.pyx and csrc/.
+"""
+import numpy as np
+
+from . import _gru
+from ._common import Backward, SequenceCache, chunk_buffer, outputs, states_by_step
+from ._types import GRUGrads
+from ._validate import Sequence, check_flag
+
+__all__ = ["gru_forward", "gru_backward", "GRUCache"]
+
+
+def _bias_shape(reset_after, H):
+    return (2, 3 * H) if reset_after else (3 * H,)
+
+
+class GRUCache(SequenceCache):
+    """SequenceCache plus (N*T, width) arrays in the layout of xs: gates ([z, r, ĥ]), extra
+    (uh = h_{t-1} @ Wh_h + b[1]_h when reset_after, else rh = r ⊙ h_{t-1}) and h_prev (the
+    state entering each step); the variant."""
+
+    __slots__ = ("gates", "extra", "h_prev", "reset_after")
+
+
+def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_major=False,
+                training=True):
+    """Run a GRU over whole sequences.
+
+    Parameters
+    ----------
+    xs : (N, T, D), or (T, N, D) with ``time_major=True``; float32 or float64.
+    Wx : (D, 3H);  Wh : (H, 3H); blocks [z, r, h]. Same dtype as xs.
+    b : (2, 3H) when ``reset_after`` (row 0 input bias, row 1 recurrent bias), else (3H,).
+    h0 : (N, H) initial state, zeros when None.
+    reset_after : where the reset gate applies (see the module docstring).
+    lengths : optional (N,) integers in 0..T (see ``lstm_forward``).
+    training : when False, nothing is kept for backward and ``cache`` is None.
+
+    Returns
+    -------
+    hs : (N, T, H) (or (T, N, H)); h_T : (N, H); cache.
+    """
+    fn = "gru_forward"
+    reset_after = check_flag(fn, "reset_after", reset_after)
+    seq = Sequence(fn, 3, xs, Wx, Wh, lengths, time_major)
+    N, T, H, dtype = seq.N, seq.T, seq.H, seq.dtype
+    shape = _bias_shape(reset_after, H)
+    b = seq.vector("b", b, shape, "(2, 3H)" if reset_after else "(3H,)").reshape(-1)
+    h = seq.state("h0", h0)
+    hs, Y = outputs(seq)
+    U = np.empty((N, 3 * H) if reset_after else (1, 1), dtype)  # h_{t-1} @ Wh of one step
+    if not training:
+        if not seq.empty:  # h is updated in place into h_T
+            S = np.empty((1, H) if reset_after else (N, H), dtype)  # uh scratch, or rh
+            _gru.forward_infer(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
+                               reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h)
+        return hs, h, None
+    cache = GRUCache(seq)
+    cache.reset_after = reset_after
+    cache.gates = np.empty((N * T, 3 * H), dtype)
+    cache.extra = np.empty((N * T, H), dtype)
+    cache.h_prev = states_by_step(seq, h)
+    if not seq.empty:
+        h = np.empty_like(h)
+        _gru.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
+                           reset_after, Y, cache.gates, cache.extra, cache.h_prev, U, h)
+    return hs, h, cache
+
+
+def gru_backward(cache, dhs, dh_T=None):
+    """Backpropagation through time for ``gru_forward``.
+
+    dhs : like hs, or None; dh_T : (N, H) or None (zeros).
+    Returns GRUGrads(dxs, dWx, dWh, db, dh0): new arrays, each shaped like its argument
+    (db is (2, 3H) for reset_after=True).
+    """
+    reset_after = getattr(cache, "reset_after", True)
+    bw = Backward("gru_backward", "gru_forward", cache, GRUCache, dhs, {"dh_T": dh_T}, 3,
+                  lambda H: _bias_shape(reset_after, H))
+    (dh,) = bw.states
+    if bw.run:
+        c = bw.cache
+        dA = np.empty((c.N * c.T, 3 * c.H), c.dtype)
+        # the recurrent-side gradients dU (reset_after), or one step's drh
+        W2 = np.empty((c.N * c.T, 3 * c.H) if reset_after else (c.N, c.H), c.dtype)
+        _gru.backward(c.X, c.Wx, c.Wh, c.gates, c.extra, c.h_prev, c.lengths, c.N, c.T,
+                      c.time_major, reset_after, bw.dY, bw.has_dy, dh, dA, W2, bw.dX,
+                      bw.dWx, bw.dWh, bw.db.reshape(-1))
+    return GRUGrads(bw.dxs, bw.dWx, bw.dWh, bw.db, dh)
