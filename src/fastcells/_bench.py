@@ -370,14 +370,16 @@ def _refine(fn, first, budget=0.05):
     return (time.perf_counter() - t0) / calls
 
 
-def plan_samples(costs, budget, nmax, nmin=2):
+def plan_samples(costs, budget, nmax, nmin=2, min_time=0.1):
     """Samples per case so that sum(n_i * cost_i) <= budget where possible.
 
-    Every case gets the same share x of time, n_i = clamp(x // cost_i, floor_i, nmax): the cheap
-    cases stop at nmax and leave their time to the expensive ones. The floor is nmin, lowered to
-    1 for the most expensive cases first when even the floors do not fit.
+    Floors first: a case gets at least nmin samples, and a cheap one at least ``min_time``
+    seconds of them (at most nmax); when the floors alone do not fit the budget, the most
+    expensive cases drop to 1 sample first. The time left is then shared equally: every case
+    gets the same share x, n_i = clamp(x // cost_i, floor_i, nmax), so the cheap cases stop at
+    nmax and leave their time to the expensive ones.
     """
-    floors = [min(nmin, nmax)] * len(costs)
+    floors = [max(1, min(nmax, max(nmin, math.ceil(min_time / c)))) for c in costs]
     for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
         if sum(f * c for f, c in zip(floors, costs)) <= budget:
             break
