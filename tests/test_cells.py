@@ -41,6 +41,26 @@ def test_matches_twin(cell, dtype, shape, time_major, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("time_major", [False, True])
+def test_reverse_full_length(cell, dtype, time_major, rng):
+    p = cell.problem(rng, 3, 5, 4, 6, dtype, time_major=time_major)
+    compare(cell, p, time_major=time_major, reverse=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reverse_equals_flipped_forward(cell, dtype, rng):
+    """reverse=True on full-length sequences is the forward run on the time-flipped input."""
+    fast = cell.fast()
+    p = cell.problem(rng, 3, 5, 4, 6, dtype)
+    args = (p["Wx"], p["Wh"], p["b"], p["states"])
+    hs, fin, _ = cell.forward(fast, p["xs"], *args, reverse=True)
+    hs_f, fin_f, _ = cell.forward(fast, p["xs"][:, ::-1], *args)
+    np.testing.assert_array_equal(hs, hs_f[:, ::-1])
+    for a, b in zip(fin, fin_f):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_zero_initial_state(cell, dtype, rng):
     p = cell.problem(rng, 3, 4, 5, 6, dtype, init_states=False)
     compare(cell, p)
@@ -48,11 +68,12 @@ def test_zero_initial_state(cell, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("time_major", [False, True])
-def test_ragged_lengths(cell, dtype, time_major, rng):
+@pytest.mark.parametrize("reverse", [False, True])
+def test_ragged_lengths(cell, dtype, time_major, reverse, rng):
     N, T = 5, 6
     p = cell.problem(rng, N, T, 4, 7, dtype, time_major=time_major)
     lengths = random_lengths(rng, N, T)
-    hs, fin, grads = compare(cell, p, lengths=lengths, time_major=time_major)
+    hs, fin, grads = compare(cell, p, lengths=lengths, time_major=time_major, reverse=reverse)
     hs_nt = hs.transpose(1, 0, 2) if time_major else hs
     dxs_nt = grads.dxs.transpose(1, 0, 2) if time_major else grads.dxs
     for n, L in enumerate(lengths):

@@ -1,15 +1,22 @@
 """fastcells: fused CPU kernels for RNN, LSTM and GRU training and inference.
 
 Functional API (CONVENTIONS.md): ``lstm_forward`` / ``lstm_backward``, ``gru_forward`` /
-``gru_backward``, ``rnn_forward`` / ``rnn_backward``. The NumPy twins of every kernel, the
+``gru_backward``, ``rnn_forward`` / ``rnn_backward``. The layer interface of *Deep Learning
+from Scratch 2*: ``TimeLSTM`` (and ``TimeGRU``, ``TimeRNN``, the bidirectional ``TimeBi*``),
+one-step cells ``LSTM``, ``GRU``, ``RNN``, and ``clip_grads``. The NumPy twins of every kernel, the
 ground truth of the tests, are in ``fastcells.reference``.
 """
 from ._types import GRUGrads, LSTMGrads, RNNGrads
 from .gru import gru_backward, gru_forward
+from .layers import (GRU, LSTM, RNN, TimeBiGRU, TimeBiLSTM, TimeBiRNN, TimeGRU, TimeLSTM,
+                     TimeRNN)
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
+from .util import clip_grads
 
 __version__ = "0.1.0"
 
 __all__ = ["lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward",
-           "rnn_backward", "LSTMGrads", "GRUGrads", "RNNGrads"]
+           "rnn_backward", "LSTMGrads", "GRUGrads", "RNNGrads",
+           "TimeRNN", "TimeLSTM", "TimeGRU", "TimeBiRNN", "TimeBiLSTM", "TimeBiGRU",
+           "RNN", "LSTM", "GRU", "clip_grads"]

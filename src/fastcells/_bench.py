@@ -359,15 +359,14 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def _refine(fn, first, budget=0.05):
-    """Seconds per call: the first call's time, or for a cheap call the mean over ~budget s."""
+def _refine(fn, first):
+    """Seconds per call: the first call's time, or for a cheap call the second's.
+
+    (Phase 2 corrects the estimate again with its first sample.)
+    """
     if first > 0.1:
         return first
-    calls, t0 = 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - t0 < budget:
-        fn()
-        calls += 1
-    return (time.perf_counter() - t0) / calls
+    return _timed(fn)[1]
 
 
 def plan_samples(costs, budget, nmax, nmin=2, min_time=0.1):
@@ -375,13 +374,14 @@ def plan_samples(costs, budget, nmax, nmin=2, min_time=0.1):
 
     Floors first: a case gets at least nmin samples, and a cheap one at least ``min_time``
     seconds of them (at most nmax); when the floors alone do not fit the budget, the most
-    expensive cases drop to 1 sample first. The time left is then shared equally: every case
+    expensive cases drop to 1 sample first (cheap ones keep their floor: it costs little and
+    one sample of a short call says little). The time left is then shared equally: every case
     gets the same share x, n_i = clamp(x // cost_i, floor_i, nmax), so the cheap cases stop at
     nmax and leave their time to the expensive ones.
     """
     floors = [max(1, min(nmax, max(nmin, math.ceil(min_time / c)))) for c in costs]
     for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
-        if sum(f * c for f, c in zip(floors, costs)) <= budget:
+        if sum(f * c for f, c in zip(floors, costs)) <= budget or costs[i] * nmin < min_time:
             break
         floors[i] = 1
 
@@ -617,8 +617,7 @@ def run(args):
                     if impl == "twin" and mode == "train":
                         case.est, case.err = t_fwd + t_bwd, 0.0
                     elif impl == "twin":  # the twin's forward is its inference
-                        case.est = _refine(case.fn, t_fwd) if t_fwd <= 0.1 else t_fwd
-                        case.err = 0.0
+                        case.est, case.err = _refine(case.fn, t_fwd), 0.0
                     else:
                         res, t_first = _timed(case.fn)
                         what = f"{impl} {cell} {mode} {p.label}"

@@ -1,6 +1,6 @@
 """Row-major GEMM over SciPy's BLAS, for the kernels (and a Python hook for its tests)."""
 from cython cimport floating
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 
 cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -12,6 +12,8 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_
     op(A) is (M, K): A is stored (M, K), or (K, M) when trans_a; likewise op(B) is (K, N).
     BLAS is column-major, so this computes Cᵀ = op(B)ᵀ op(A)ᵀ: the operands swap places and the
     transposes stay as they are. K == 0 gives C = beta * C (BLAS would need valid pointers).
+    M == 1 (one row, e.g. a batch of one) is a matrix-vector product: GEMV, which BLAS runs
+    faster than a one-row GEMM.
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
@@ -24,6 +26,22 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_
         for i in range(M):
             for j in range(N):
                 C[i * ldc + j] = 0 if beta == 0 else beta * C[i * ldc + j]
+        return
+    cdef int inc_a = la if trans_a else 1, one = 1
+    cdef char tv
+    cdef int rows, cols
+    if M == 1:
+        # c = a @ op(B) with a = op(A)[0] (stride inc_a): c = op(B)ᵀ a. Seen column-major, B
+        # is op(B)ᵀ (N x K) when not trans_b, op(B) (K x N) when trans_b.
+        tv = b'T' if trans_b else b'N'
+        rows = k if trans_b else n
+        cols = n if trans_b else k
+        if floating is float:
+            sgemv(&tv, &rows, &cols, &alpha, <float *> B, &lb, <float *> A, &inc_a, &beta,
+                  C, &one)
+        else:
+            dgemv(&tv, &rows, &cols, &alpha, <double *> B, &lb, <double *> A, &inc_a, &beta,
+                  C, &one)
         return
     if floating is float:
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> B, &lb, <float *> A, &la, &beta, C, &lc)

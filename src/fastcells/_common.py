@@ -2,7 +2,7 @@
 preparation of a backward call. Checks are in _validate; the loops in the _<cell>.pyx kernels."""
 import numpy as np
 
-from ._validate import check_cache, output_grad, state_grad
+from ._validate import check_cache, output_grad, sequence_order, state_grad
 
 # Inference keeps the gates of at most this many steps (their input projection is one GEMM per
 # chunk), so its memory is the outputs plus O(N*H), whatever T is.
@@ -16,13 +16,13 @@ class SequenceCache:
     subclass adds its own (N*T, width) arrays, listed in its docstring.
     """
 
-    __slots__ = ("X", "Wx", "Wh", "lengths", "N", "T", "D", "H", "time_major", "dtype",
-                 "xs_shape", "seq_shape")
+    __slots__ = ("X", "Wx", "Wh", "lengths", "N", "T", "D", "H", "time_major", "reverse",
+                 "dtype", "xs_shape", "seq_shape")
 
     def __init__(self, seq):
         self.X, self.Wx, self.Wh, self.lengths = seq.X, seq.Wx, seq.Wh, seq.lengths
         self.N, self.T, self.D, self.H = seq.N, seq.T, seq.D, seq.H
-        self.time_major, self.dtype = seq.time_major, seq.dtype
+        self.time_major, self.reverse, self.dtype = seq.time_major, seq.reverse, seq.dtype
         self.xs_shape, self.seq_shape = seq.xs.shape, seq.seq_shape
 
     @property
@@ -64,6 +64,8 @@ class Backward:
         N, T, D, H, dtype = cache.N, cache.T, cache.D, cache.H, cache.dtype
         dY = output_grad(fn, "dhs", dhs, cache)
         self.has_dy = dY is not None
+        if self.has_dy:  # into the order the kernel ran the steps in (reverse=True)
+            dY = sequence_order(dY, cache.reverse, cache.lengths, cache.time_major)
         self.dY = dY.reshape(N * T, H) if self.has_dy else np.zeros((1, H), dtype)
         self.states = [state_grad(fn, name, a, cache) for name, a in final_grads.items()]
         self.dX = np.zeros((N * T, D), dtype)
@@ -74,4 +76,5 @@ class Backward:
 
     @property
     def dxs(self):
-        return self.dX.reshape(self.cache.xs_shape)
+        c = self.cache
+        return sequence_order(self.dX.reshape(c.xs_shape), c.reverse, c.lengths, c.time_major)

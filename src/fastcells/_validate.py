@@ -44,13 +44,15 @@ def check_flag(fn, name, value):
 class Sequence:
     """The checked core arguments of a *_forward call: xs, Wx, Wh and lengths.
 
-    Attributes: xs, Wx, Wh (checked arrays), N, T, D, H, G, dtype, time_major, lengths
-    (None or a C-contiguous int64 copy), X (xs viewed as the (N*T, D) matrix the kernels take).
+    Attributes: xs, Wx, Wh (checked arrays), N, T, D, H, G, dtype, time_major, reverse,
+    lengths (None or a C-contiguous int64 copy), X (the (N*T, D) matrix the kernels take: xs,
+    or with reverse=True each sequence of xs reversed within its length, see `order`).
     """
 
-    def __init__(self, fn, G, xs, Wx, Wh, lengths, time_major):
+    def __init__(self, fn, G, xs, Wx, Wh, lengths, time_major, reverse=False):
         self.fn, self.G = fn, G
         self.time_major = check_flag(fn, "time_major", time_major)
+        self.reverse = check_flag(fn, "reverse", reverse)
         layout = "(T, N, D)" if self.time_major else "(N, T, D)"
         self.xs = float_array(fn, "xs", xs, 3, what=f" of shape {layout}")
         self.dtype = self.xs.dtype
@@ -66,12 +68,19 @@ class Sequence:
         check_shape(fn, "Wx", self.Wx, (self.D, G * self.H),
                     f"(D, {g}) with D = {self.D} (from xs), H = {self.H} (from Wh)")
         self.lengths = lengths_array(fn, lengths, self.N, self.T)
-        self.X = self.xs.reshape(self.N * self.T, self.D)
+        self.X = self.order(self.xs).reshape(self.N * self.T, self.D)
         rows = self.N * self.T
         if max(rows, 1) * max(self.D, G * self.H, 1) > _BLAS_MAX:
             raise ValueError(
                 f"{fn}: N*T = {rows} rows of width max(D, {g}) = {max(self.D, G * self.H)} "
                 f"exceed the 32-bit BLAS limit of {_BLAS_MAX} elements per matrix")
+
+    def order(self, a):
+        """With reverse=True, the sequence array `a` (in the layout of xs) with each sequence
+        reversed within its own length, padding left in place: position t < lengths[n] takes
+        position lengths[n]-1-t. The permutation is its own inverse, so the same call puts the
+        outputs (and the gradients of xs) back. Without reverse, `a` itself."""
+        return sequence_order(a, self.reverse, self.lengths, self.time_major)
 
     @property
     def seq_shape(self):
@@ -93,6 +102,22 @@ class Sequence:
         if a is None:
             return np.zeros((self.N, self.H), self.dtype)
         return np.array(self.vector(name, a, (self.N, self.H), "(N, H)"), order="C")
+
+
+def sequence_order(a, reverse, lengths, time_major):
+    """See Sequence.order: a new C-contiguous array, or `a` itself when not reverse."""
+    if not reverse:
+        return a
+    taxis = 0 if time_major else 1
+    if lengths is None:
+        return np.ascontiguousarray(np.flip(a, axis=taxis))
+    T = a.shape[taxis]
+    t = np.arange(T)[None, :]
+    L = lengths[:, None]
+    idx = np.where(t < L, L - 1 - t, t)  # (N, T)
+    if time_major:
+        idx = idx.T
+    return np.take_along_axis(a, idx[:, :, None], axis=taxis)
 
 
 def lengths_array(fn, lengths, N, T):

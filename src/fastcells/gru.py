@@ -38,7 +38,7 @@ class GRUCache(SequenceCache):
 
 
 def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_major=False,
-                training=True):
+                reverse=False, training=True):
     """Run a GRU over whole sequences.
 
     Parameters
@@ -49,6 +49,10 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
     h0 : (N, H) initial state, zeros when None.
     reset_after : where the reset gate applies (see the module docstring).
     lengths : optional (N,) integers in 0..T (see ``lstm_forward``).
+    reverse : run each sequence from its last valid step to its first (reversed within its
+        own length; padding stays at the end, as in ONNX ``direction="reverse"`` and PyTorch's
+        packed bidirectional layers). Outputs stay at their input positions; the final state
+        is the one after position 0.
     training : when False, nothing is kept for backward and ``cache`` is None.
 
     Returns
@@ -57,7 +61,7 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
     """
     fn = "gru_forward"
     reset_after = check_flag(fn, "reset_after", reset_after)
-    seq = Sequence(fn, 3, xs, Wx, Wh, lengths, time_major)
+    seq = Sequence(fn, 3, xs, Wx, Wh, lengths, time_major, reverse)
     N, T, H, dtype = seq.N, seq.T, seq.H, seq.dtype
     shape = _bias_shape(reset_after, H)
     b = seq.vector("b", b, shape, "(2, 3H)" if reset_after else "(3H,)").reshape(-1)
@@ -69,7 +73,7 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
             S = np.empty((1, H) if reset_after else (N, H), dtype)  # uh scratch, or rh
             _gru.forward_infer(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h)
-        return hs, h, None
+        return seq.order(hs), h, None
     cache = GRUCache(seq)
     cache.reset_after = reset_after
     cache.gates = np.empty((N * T, 3 * H), dtype)
@@ -79,7 +83,7 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
         h = np.empty_like(h)
         _gru.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                            reset_after, Y, cache.gates, cache.extra, cache.h_prev, U, h)
-    return hs, h, cache
+    return seq.order(hs), h, cache
 
 
 def gru_backward(cache, dhs, dh_T=None):

@@ -27,7 +27,7 @@ class LSTMCache(SequenceCache):
 
 
 def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=False,
-                 training=True):
+                 reverse=False, training=True):
     """Run an LSTM over whole sequences.
 
     Parameters
@@ -37,13 +37,17 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
     h0, c0 : (N, H) initial states, zeros when None.
     lengths : optional (N,) integers in 0..T. Sequence n keeps its state unchanged and outputs
         zeros for t >= lengths[n]; its final state is the one after its last valid step.
+    reverse : run each sequence from its last valid step to its first (reversed within its
+        own length; padding stays at the end, as in ONNX ``direction="reverse"`` and PyTorch's
+        packed bidirectional layers). Outputs stay at their input positions; the final state
+        is the one after position 0.
     training : when False, nothing is kept for backward and ``cache`` is None.
 
     Returns
     -------
     hs : (N, T, H) (or (T, N, H)) outputs; (h_T, c_T) : (N, H) final states; cache.
     """
-    seq = Sequence("lstm_forward", 4, xs, Wx, Wh, lengths, time_major)
+    seq = Sequence("lstm_forward", 4, xs, Wx, Wh, lengths, time_major, reverse)
     N, T, H, dtype = seq.N, seq.T, seq.H, seq.dtype
     b = seq.vector("b", b, (4 * H,), "(4H,)")
     h, c = seq.state("h0", h0), seq.state("c0", c0)
@@ -52,7 +56,7 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
         if not seq.empty:  # h, c are updated in place into h_T, c_T
             _lstm.forward_infer(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                 Y, chunk_buffer(seq, 4 * H), h, c)
-        return hs, (h, c), None
+        return seq.order(hs), (h, c), None
     cache = LSTMCache(seq)
     cache.gates = np.empty((N * T, 4 * H), dtype)
     cache.h_prev, cache.c_prev = states_by_step(seq, h), states_by_step(seq, c)
@@ -61,7 +65,7 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
         h, c = np.empty_like(h), np.empty_like(c)
         _lstm.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, Y,
                             cache.gates, cache.h_prev, cache.c_prev, cache.tanh_c, h, c)
-    return hs, (h, c), cache
+    return seq.order(hs), (h, c), cache
 
 
 def lstm_backward(cache, dhs, dh_T=None, dc_T=None):

@@ -31,7 +31,7 @@ def _activation(fn, nonlinearity):
 
 
 def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
-                time_major=False, training=True):
+                time_major=False, reverse=False, training=True):
     """Run a vanilla (Elman) RNN over whole sequences.
 
     Parameters
@@ -41,6 +41,10 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
     h0 : (N, H) initial state, zeros when None.
     nonlinearity : "tanh" (default) or "relu".
     lengths : optional (N,) integers in 0..T (see ``lstm_forward``).
+    reverse : run each sequence from its last valid step to its first (reversed within its
+        own length; padding stays at the end, as in ONNX ``direction="reverse"`` and PyTorch's
+        packed bidirectional layers). Outputs stay at their input positions; the final state
+        is the one after position 0.
     training : when False, nothing is kept for backward and ``cache`` is None.
 
     Returns
@@ -49,7 +53,7 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
     """
     fn = "rnn_forward"
     act = _activation(fn, nonlinearity)
-    seq = Sequence(fn, 1, xs, Wx, Wh, lengths, time_major)
+    seq = Sequence(fn, 1, xs, Wx, Wh, lengths, time_major, reverse)
     N, T, H = seq.N, seq.T, seq.H
     b = seq.vector("b", b, (H,), "(H,)")
     h = seq.state("h0", h0)
@@ -58,7 +62,7 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
         if not seq.empty:  # h is updated in place into h_T
             _rnn.forward_infer(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                act, Y, chunk_buffer(seq, H), h)
-        return hs, h, None
+        return seq.order(hs), h, None
     cache = RNNCache(seq)
     cache.act = act
     cache.h_next = np.empty((N * T, H), seq.dtype)
@@ -67,7 +71,7 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
         h = np.empty_like(h)
         _rnn.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, act,
                            Y, cache.h_next, cache.h_prev, h)
-    return hs, h, cache
+    return seq.order(hs), h, cache
 
 
 def rnn_backward(cache, dhs, dh_T=None):
