@@ -690,6 +690,6 @@ def main(args):
           "dhs; infer = forward with training=False"
           + (" (torch: inference_mode)" if "torch" in impls else "")
           + ". x/fc = median ratio, > 1 means fastcells is faster. max err = max|fc - twin| / "
-          f"max|twin| over outputs, final states and gradients, checked (<= {RTOL:.0e}, torch "
-          "too) before any timing.")
+          f"max|twin| over outputs, final states and gradients, checked (<= {RTOL:.0e}"
+          + (", torch too" if "torch" in impls else "") + ") before any timing.")
     return 0
