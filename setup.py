@@ -6,6 +6,7 @@ Environment variables (all optional):
                        are chosen at run time.
   FASTCELLS_DEBUG=1    -O0 -g, Cython bounds/wraparound checks on (for debugging the kernels).
 """
+import glob
 import os
 
 from Cython.Build import cythonize
@@ -35,7 +36,7 @@ directives = {
 
 # Each extension lists the C sources it is built from (numpy.random style).
 MODULES = {
-    "_blas": [],
+    "_blas": ["csrc/fc_gemm.c"],
     "_math": ["csrc/fc_common.c"],
     "_rnn": ["csrc/fc_rnn.c", "csrc/fc_common.c"],
     "_gru": ["csrc/fc_gru.c", "csrc/fc_common.c"],
@@ -47,6 +48,7 @@ extensions = [
         f"fastcells.{name}",
         [f"src/fastcells/{name}.pyx", *sources],
         include_dirs=["csrc"],
+        depends=sorted(glob.glob("csrc/*.h")),  # rebuild when a C header changes
         define_macros=macros,
         extra_compile_args=compile_args,
     )

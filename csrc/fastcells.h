@@ -10,8 +10,9 @@
  *
  * These functions are the pointwise halves of each time step; the matrix products are done by
  * the callers through BLAS. They allocate nothing, never fail, and run without the GIL.
- * The default build compiles them three times (AVX-512, AVX2+FMA, baseline x86-64) and the
- * loader picks the best the CPU has (GCC target_clones); FC_NO_CLONES turns that off.
+ * The default build compiles them three times (x86-64-v4 = AVX-512, x86-64-v3 = AVX2+FMA, and
+ * baseline x86-64) and the loader picks the best the CPU has (GCC target_clones, resolved by
+ * CPU features); FC_NO_CLONES turns that off (FASTCELLS_NATIVE builds).
  */
 #ifndef FASTCELLS_H
 #define FASTCELLS_H
@@ -23,7 +24,10 @@ typedef ptrdiff_t fc_int;
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
     && !defined(FC_NO_CLONES)
-#define FC_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+/* Feature levels, not CPU models: a resolver that tests for a model (arch=skylake-avx512) picks
+ * the baseline on every newer or unlisted CPU. x86-64-v4: AVX-512 F/BW/CD/DQ/VL; x86-64-v3:
+ * AVX2, FMA, BMI1/2. */
+#define FC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FC_CLONES
 #endif
@@ -147,6 +151,23 @@ void fc_gru_rb_bwd_gates_f32(fc_int N, fc_int H, const float *G, fc_int ld_G,
 void fc_gru_rb_bwd_gates_f64(fc_int N, fc_int H, const double *G, fc_int ld_G,
                              const double *h_prev, fc_int ld_hp, const double *drh, double *dh,
                              double *dA, fc_int ld_dA, const int64_t *lengths, fc_int t);
+
+/* ---- packed GEMM for the recurrent products ---------------------------------------------------
+ * C (M x Nc, row stride ldc) = A (M x K, row stride lda) @ B + beta * C, beta 0 or 1, with B
+ * packed once by fc_pack into fc_packed_size(K, Nc) elements (B is (K x Nc) with row stride
+ * ldb, or with trans != 0 given as Bᵀ, an (Nc x K) array with row stride ldb). The packed
+ * buffer must be aligned to the element size. fc_gemm_rows: the register tile's rows for this
+ * CPU (used by fc_gemm_packed; exposed for the tests).
+ */
+int fc_gemm_rows(void);
+fc_int fc_packed_size_f32(fc_int K, fc_int Nc);
+fc_int fc_packed_size_f64(fc_int K, fc_int Nc);
+void fc_pack_f32(fc_int K, fc_int Nc, const float *B, fc_int ldb, int trans, float *packed);
+void fc_pack_f64(fc_int K, fc_int Nc, const double *B, fc_int ldb, int trans, double *packed);
+void fc_gemm_packed_f32(fc_int M, fc_int Nc, fc_int K, const float *A, fc_int lda,
+                        const float *packed, int beta, float *C, fc_int ldc);
+void fc_gemm_packed_f64(fc_int M, fc_int Nc, fc_int K, const double *A, fc_int lda,
+                        const double *packed, int beta, double *C, fc_int ldc);
 
 /* ---- shared helpers -------------------------------------------------------------------------- */
 /* out[j] = sum_r A[r, j] for a (rows, cols) matrix with row stride lda (the bias gradient). */

@@ -1,11 +1,6 @@
 /* Vanilla RNN pointwise passes (see fastcells.h). act: FC_TANH or FC_RELU.
  * relu is written `a < 0 ? 0 : a` so that NaN propagates. */
 
-static inline FC_REAL FC_FN(fc_rnn_act)(int act, FC_REAL a)
-{
-    return act == FC_RELU ? (a < 0 ? 0 : a) : FC_FN(fc_tanh)(a);
-}
-
 FC_CLONES
 void FC_FN(fc_rnn_fwd_step)(fc_int N, fc_int H, int act, FC_REAL *A, fc_int ld_A,
                             const FC_REAL *b, const FC_REAL *h_prev, fc_int ld_hp,

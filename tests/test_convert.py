@@ -420,7 +420,7 @@ def test_from_torch_errors():
         convert.from_torch(torch.nn.RNN(3, 4).state_dict(), nonlinearity="sigmoid")
     with pytest.raises(TypeError, match="float32 or float64, got torch.bfloat16"):
         convert.from_torch(torch.nn.GRU(3, 4).to(torch.bfloat16))
-    with pytest.raises(TypeError, match="weight_ih_l0 must have dtype float32 or float64"):
+    with pytest.raises(TypeError, match="weight_[ih]h_l0 must have dtype float32 or float64"):
         convert.from_torch(torch.nn.GRU(3, 4).half().state_dict())
     with pytest.raises(ValueError, match="batch_first=False contradicts"):
         convert.load_torch(make_module("gru", None, 3, 4, np.float32, 1, batch_first=True),
@@ -612,7 +612,7 @@ def test_keras_without_bias_and_errors():
     with pytest.raises(ValueError, match=r"recurrent_kernel\) must have shape \(H, 3H\)"):
         convert.from_keras("GRU", [K, R[:, :8]])
     with pytest.raises(ValueError, match=r"kernel\) must have shape \(D, 4H\)"):
-        convert.from_keras("LSTM", [K, np.zeros((3, 12))])
+        convert.from_keras("LSTM", [K, np.zeros((4, 16))])
     with pytest.raises(TypeError, match="weights must be the list"):
         convert.from_keras("GRU", K)
     with pytest.raises(TypeError, match=r"recurrent_kernel\) has dtype float32"):
@@ -786,7 +786,7 @@ def test_params_checks():
     with pytest.raises(ValueError, match="takes only"):
         convert.to_keras(p._replace(options={"reset_after": True}))
     g = random_params(rng, "gru", 3, 4, np.float32)
-    with pytest.raises(ValueError, match=r"p.b must have shape \(2, 3H\)"):
+    with pytest.raises(ValueError, match=r"p.b must be 2-D of shape \(2, 3H\)"):
         convert.to_torch(g._replace(b=g.b[0]))
     with pytest.raises(TypeError, match="reset_after must be True or False"):
         convert.to_torch(g._replace(options={"reset_after": 1}))
@@ -846,7 +846,10 @@ def test_time_layers_from_params(cell, options):
 README_SECTION = "## Run a trained PyTorch LSTM without PyTorch"
 
 
-def test_readme_example(tmp_path, monkeypatch):
+def test_readme_example(tmp_path, monkeypatch, capsys):
+    """The section's blocks, in order, in one namespace, in a scratch directory: the export
+    (torch), the run from lstm.npz (fenced ```py: tests/test_readme.py runs each ```python
+    block alone, and this one needs the file the previous one writes) and the check."""
     readme = Path(__file__).resolve().parents[1] / "README.md"
     if not readme.exists():
         pytest.skip("README.md is not beside tests/")
@@ -855,9 +858,12 @@ def test_readme_example(tmp_path, monkeypatch):
         pytest.skip("the README has no section on running a PyTorch LSTM")
     _torch()
     section = text.split(README_SECTION, 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert blocks, "the README section has no python example"
+    blocks = re.findall(r"```(?:python|py)\n(.*?)```", section, re.S)
+    assert len(blocks) >= 2, "the README section lost its examples"
     monkeypatch.chdir(tmp_path)
-    scope = {}
+    scope = {"__name__": "__readme__"}
     for code in blocks:
         exec(compile(code, str(readme), "exec"), scope)
+    printed = capsys.readouterr().out
+    assert "TorchRunner(LSTM, input_size=8, hidden_size=16, num_layers=2" in printed
+    assert "(4, 10, 32) (4, 4, 16)" in printed

@@ -9,7 +9,8 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if README.
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index, capsys):
+def test_readme_example_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an example may write files
     code = BLOCKS[index]
     if "import torch" in code:
         pytest.importorskip("torch")

@@ -2,9 +2,20 @@
 # GEMM over scipy.linalg.cython_blas, sgemm or dgemm chosen by the fused type, callable without
 # the GIL. Sizes are Py_ssize_t here and SciPy's BLAS int (32-bit) below; the Python layer
 # rejects arrays whose sizes do not fit (fastcells._validate).
+#
+# Beside it, the packed GEMM of csrc/fc_gemm_impl.h for the per-step recurrent products: pack
+# the recurrent weights once per call (pack), then C = A @ B + beta*C per step (gemm_packed)
+# without BLAS re-packing B on every call.
 from cython cimport floating
 
 cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                floating alpha, const floating *A, Py_ssize_t lda,
                const floating *B, Py_ssize_t ldb,
                floating beta, floating *C, Py_ssize_t ldc) noexcept nogil
+
+cdef Py_ssize_t packed_size(floating dummy, Py_ssize_t K, Py_ssize_t Nc) noexcept nogil
+cdef void pack(Py_ssize_t K, Py_ssize_t Nc, const floating *B, Py_ssize_t ldb, bint trans,
+               floating *packed) noexcept nogil
+cdef void gemm_packed(Py_ssize_t M, Py_ssize_t Nc, Py_ssize_t K, const floating *A,
+                      Py_ssize_t lda, const floating *packed, bint beta, floating *C,
+                      Py_ssize_t ldc) noexcept nogil

@@ -2,6 +2,9 @@
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
+from ._csrc cimport fc_gemm_packed_f32, fc_gemm_packed_f64, fc_gemm_rows, fc_pack_f32
+from ._csrc cimport fc_pack_f64, fc_packed_size_f32, fc_packed_size_f64
+
 
 cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                floating alpha, const floating *A, Py_ssize_t lda,
@@ -47,6 +50,60 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> B, &lb, <float *> A, &la, &beta, C, &lc)
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> B, &lb, <double *> A, &la, &beta, C, &lc)
+
+
+cdef Py_ssize_t packed_size(floating dummy, Py_ssize_t K, Py_ssize_t Nc) noexcept nogil:
+    """Elements of the packed form of a (K x Nc) B (`dummy` only selects the dtype)."""
+    if floating is float:
+        return fc_packed_size_f32(K, Nc)
+    else:
+        return fc_packed_size_f64(K, Nc)
+
+
+cdef void pack(Py_ssize_t K, Py_ssize_t Nc, const floating *B, Py_ssize_t ldb, bint trans,
+               floating *packed) noexcept nogil:
+    """Pack B (K x Nc, row stride ldb; with trans, Bᵀ is given: (Nc x K)) for gemm_packed."""
+    if floating is float:
+        fc_pack_f32(K, Nc, B, ldb, trans, packed)
+    else:
+        fc_pack_f64(K, Nc, B, ldb, trans, packed)
+
+
+cdef void gemm_packed(Py_ssize_t M, Py_ssize_t Nc, Py_ssize_t K, const floating *A,
+                      Py_ssize_t lda, const floating *packed, bint beta, floating *C,
+                      Py_ssize_t ldc) noexcept nogil:
+    """C = A @ B + beta * C (beta 0 or 1) with B packed by `pack`."""
+    if floating is float:
+        fc_gemm_packed_f32(M, Nc, K, A, lda, packed, beta, C, ldc)
+    else:
+        fc_gemm_packed_f64(M, Nc, K, A, lda, packed, beta, C, ldc)
+
+
+def _packed_size(dtype, Py_ssize_t K, Py_ssize_t Nc):
+    """Elements of the packed form of a (K x Nc) matrix of `dtype` (for the callers' buffers)."""
+    import numpy as np
+    return packed_size(<float> 0, K, Nc) if np.dtype(dtype) == np.float32 else \
+        packed_size(<double> 0, K, Nc)
+
+
+def _gemm_rows():
+    """The register tile's rows the packed GEMM uses on this CPU (8 with AVX-512)."""
+    return fc_gemm_rows()
+
+
+def _gemm_packed(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,
+                 bint trans_b, bint beta, floating[::1] work, bint do_pack=True):
+    """Test hook: C[...] = A @ op(B) + beta * C through pack + gemm_packed (shapes trusted;
+    work has _packed_size elements; do_pack=False reuses what work holds, for timing)."""
+    cdef Py_ssize_t M = C.shape[0], Nc = C.shape[1], K = A.shape[1]
+    cdef const floating *b = NULL if B.size == 0 else &B[0, 0]
+    cdef const floating *a = NULL if A.size == 0 else &A[0, 0]
+    if C.size == 0:
+        return
+    with nogil:
+        if do_pack:
+            pack(K, Nc, b, B.shape[1], trans_b, &work[0])
+        gemm_packed(M, Nc, K, a, A.shape[1], &work[0], beta, &C[0, 0], C.shape[1])
 
 
 def _gemm(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,

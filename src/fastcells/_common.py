@@ -2,6 +2,7 @@
 preparation of a backward call. Checks are in _validate; the loops in the _<cell>.pyx kernels."""
 import numpy as np
 
+from . import _blas
 from ._validate import check_cache, output_grad, sequence_order, state_grad
 
 # Inference keeps the gates of at most this many steps (their input projection is one GEMM per
@@ -47,6 +48,16 @@ def states_by_step(seq, initial):
 def chunk_buffer(seq, width):
     """The inference work buffer: the gates of min(T, INFERENCE_CHUNK) steps."""
     return np.empty((min(seq.T, INFERENCE_CHUNK) * seq.N, width), seq.dtype)
+
+
+def packed_weights(dtype, N, T, *products):
+    """The work buffer for the recurrent weights, packed once per call for the per-step
+    products (K, Nc) listed (see _blas.pack): empty, which makes the kernels use BLAS per step,
+    for a single sequence (BLAS's GEMV is faster there) or a single step (packing would cost
+    more than it saves)."""
+    if N <= 1 or T <= 1:
+        return np.empty(0, dtype)
+    return np.empty(sum(_blas._packed_size(dtype, K, Nc) for K, Nc in products), dtype)
 
 
 class Backward:

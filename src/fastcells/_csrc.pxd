@@ -90,3 +90,14 @@ cdef extern from "fastcells.h" nogil:
                                  const double *h_prev, fc_int ld_hp, const double *drh,
                                  double *dh, double *dA, fc_int ld_dA, const int64_t *lengths,
                                  fc_int t)
+
+    int fc_gemm_rows()
+    fc_int fc_packed_size_f32(fc_int K, fc_int Nc)
+    fc_int fc_packed_size_f64(fc_int K, fc_int Nc)
+    void fc_pack_f32(fc_int K, fc_int Nc, const float *B, fc_int ldb, int trans, float *packed)
+    void fc_pack_f64(fc_int K, fc_int Nc, const double *B, fc_int ldb, int trans,
+                     double *packed)
+    void fc_gemm_packed_f32(fc_int M, fc_int Nc, fc_int K, const float *A, fc_int lda,
+                            const float *packed, int beta, float *C, fc_int ldc)
+    void fc_gemm_packed_f64(fc_int M, fc_int Nc, fc_int K, const double *A, fc_int lda,
+                            const double *packed, int beta, double *C, fc_int ldc)

@@ -15,14 +15,14 @@ dWh[:, 2H:] are one GEMM each (from Hp and RH).
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blas cimport gemm
+from ._blas cimport gemm, pack, packed_size
 from ._csrc cimport fc_gru_bwd_step_f32, fc_gru_bwd_step_f64
 from ._csrc cimport fc_gru_fwd_step_f32, fc_gru_fwd_step_f64
 from ._csrc cimport fc_gru_rb_bwd_gates_f32, fc_gru_rb_bwd_gates_f64
 from ._csrc cimport fc_gru_rb_bwd_out_f32, fc_gru_rb_bwd_out_f64
 from ._csrc cimport fc_gru_rb_fwd_gates_f32, fc_gru_rb_fwd_gates_f64
 from ._csrc cimport fc_gru_rb_fwd_out_f32, fc_gru_rb_fwd_out_f64
-from ._seq cimport Layout, colsum, cptr, make_layout, project, ptr
+from ._seq cimport Layout, colsum, cptr, make_layout, packed_or_null, project, ptr, step_gemm
 
 
 # ---- dispatch by dtype to the C passes (contracts in csrc/fastcells.h) ----------------------
@@ -98,26 +98,45 @@ cdef inline void rb_bwd_gates(Py_ssize_t N, Py_ssize_t H, const floating *G, Py_
 
 # ---- one step of each variant, shared by training and inference -----------------------------
 cdef inline void step_after(Py_ssize_t N, Py_ssize_t H, floating *g, Py_ssize_t ldg,
-                            const floating *Wh, floating *U, const floating *b,
+                            const floating *Wh, const floating *wp, floating *U,
+                            const floating *b,
                             const floating *hp, Py_ssize_t ld_hp, floating *hn, Py_ssize_t ld_hn,
                             floating *y, Py_ssize_t ld_y, floating *uh, Py_ssize_t ld_uh,
                             const int64_t *lens, Py_ssize_t t) noexcept nogil:
     # U = h_{t-1} @ Wh
-    gemm(False, False, N, 3 * H, H, 1, hp, ld_hp, Wh, 3 * H, 0, U, 3 * H)
+    step_gemm(N, 3 * H, H, hp, ld_hp, Wh, 3 * H, False, wp, 0, U, 3 * H)
     fwd_step(N, H, g, ldg, U, b, hp, ld_hp, hn, ld_hn, y, ld_y, uh, ld_uh, lens, t)
 
 
 cdef inline void step_before(Py_ssize_t N, Py_ssize_t H, floating *g, Py_ssize_t ldg,
-                             const floating *Wh, const floating *b, const floating *hp,
+                             const floating *Wh, const floating *wp_zr, const floating *wp_h,
+                             const floating *b, const floating *hp,
                              Py_ssize_t ld_hp, floating *hn, Py_ssize_t ld_hn, floating *y,
                              Py_ssize_t ld_y, floating *rh, Py_ssize_t ld_rh,
                              const int64_t *lens, Py_ssize_t t) noexcept nogil:
     # g[:, :2H] += h_{t-1} @ Wh[:, :2H]
-    gemm(False, False, N, 2 * H, H, 1, hp, ld_hp, Wh, 3 * H, 1, g, ldg)
+    step_gemm(N, 2 * H, H, hp, ld_hp, Wh, 3 * H, False, wp_zr, 1, g, ldg)
     rb_fwd_gates(N, H, g, ldg, b, hp, ld_hp, rh, ld_rh, lens, t)
     # g[:, 2H:] += (r ⊙ h_{t-1}) @ Wh[:, 2H:]
-    gemm(False, False, N, H, H, 1, rh, ld_rh, Wh + 2 * H, 3 * H, 1, g + 2 * H, ldg)
+    step_gemm(N, H, H, rh, ld_rh, Wh + 2 * H, 3 * H, False, wp_h, 1, g + 2 * H, ldg)
     rb_fwd_out(N, H, g, ldg, b, hp, ld_hp, hn, ld_hn, y, ld_y, lens, t)
+
+
+cdef inline void pack_forward(Py_ssize_t H, const floating *Wh, bint reset_after,
+                              floating *wp) noexcept nogil:
+    """Pack Wh (reset_after) or its column blocks Wh[:, :2H] and Wh[:, 2H:] (reset-before:
+    one after the other) for the per-step products; nothing when wp is NULL."""
+    if wp == NULL:
+        return
+    if reset_after:
+        pack(H, 3 * H, Wh, 3 * H, False, wp)
+    else:
+        pack(H, 2 * H, Wh, 3 * H, False, wp)
+        pack(H, H, Wh + 2 * H, 3 * H, False, wp + packed_size(<floating> 0, H, 2 * H))
+
+
+cdef inline const floating *second(const floating *wp, Py_ssize_t offset) noexcept nogil:
+    return NULL if wp == NULL else wp + offset
 
 
 def forward_train(const floating[:, ::1] X,       # (N*T, D)
@@ -131,7 +150,8 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
                   floating[:, ::1] S,             # out (N*T, H): uh (reset_after) or rh
                   floating[:, ::1] Hp,            # in/out (N*T, H): h_{t-1}; step 0 holds h0
                   floating[:, ::1] U,             # work (N, 3H) (reset_after only)
-                  floating[:, ::1] hT):           # out (N, H)
+                  floating[:, ::1] hT,            # out (N, H)
+                  floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G3 = 3 * H
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
@@ -142,7 +162,10 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
     cdef floating *s = &S[0, 0]
     cdef floating *h_next
     cdef Py_ssize_t t, ld_next
+    cdef floating *wp = packed_or_null(Wp)
+    cdef const floating *wp_h = second(wp, packed_size(<floating> 0, H, 2 * H))
     with nogil:
+        pack_forward(H, &Wh[0, 0], reset_after, wp)
         # G = X @ Wx  (all steps)
         project(L, cptr(X), D, 0, T, cptr(Wx), G3, g, gs, ldg)
         for t in range(T):
@@ -151,11 +174,13 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
             else:
                 h_next, ld_next = &hT[0, 0], H
             if reset_after:
-                step_after(N, H, g + t * gs, ldg, &Wh[0, 0], &U[0, 0], &b[0], hp + t * hs, ldh,
-                           h_next, ld_next, &Y[0, 0] + t * hs, ldh, s + t * hs, ldh, lens, t)
+                step_after(N, H, g + t * gs, ldg, &Wh[0, 0], wp, &U[0, 0], &b[0], hp + t * hs,
+                           ldh, h_next, ld_next, &Y[0, 0] + t * hs, ldh, s + t * hs, ldh, lens,
+                           t)
             else:
-                step_before(N, H, g + t * gs, ldg, &Wh[0, 0], &b[0], hp + t * hs, ldh,
-                            h_next, ld_next, &Y[0, 0] + t * hs, ldh, s + t * hs, ldh, lens, t)
+                step_before(N, H, g + t * gs, ldg, &Wh[0, 0], wp, wp_h, &b[0], hp + t * hs,
+                            ldh, h_next, ld_next, &Y[0, 0] + t * hs, ldh, s + t * hs, ldh,
+                            lens, t)
 
 
 def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
@@ -166,7 +191,8 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
                   floating[:, ::1] P,             # work (Tc*N, 3H): gates of Tc steps
                   floating[:, ::1] S,             # work (1, H) uh scratch, or (N, H) rh
                   floating[:, ::1] U,             # work (N, 3H) (reset_after only)
-                  floating[:, ::1] hT):           # in h0, out h_T (N, H), updated in place
+                  floating[:, ::1] hT,            # in h0, out h_T (N, H), updated in place
+                  floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G3 = 3 * H
     cdef Py_ssize_t Tc = P.shape[0] // N
@@ -175,7 +201,10 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
     cdef floating *h = &hT[0, 0]
     cdef floating *p
     cdef Py_ssize_t chunk, t0, t1, t
+    cdef floating *wp = packed_or_null(Wp)
+    cdef const floating *wp_h = second(wp, packed_size(<floating> 0, H, 2 * H))
     with nogil:
+        pack_forward(H, &Wh[0, 0], reset_after, wp)
         for chunk in range((T + Tc - 1) // Tc):
             t0 = chunk * Tc
             t1 = min(T, t0 + Tc)
@@ -185,10 +214,10 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
                 p = &P[0, 0] + (t - t0) * N * G3
                 # h is overwritten in place by h_t (every read of h_{t-1} precedes its write)
                 if reset_after:
-                    step_after(N, H, p, G3, &Wh[0, 0], &U[0, 0], &b[0], h, H, h, H,
+                    step_after(N, H, p, G3, &Wh[0, 0], wp, &U[0, 0], &b[0], h, H, h, H,
                                &Y[0, 0] + t * hs, ldh, &S[0, 0], 0, lens, t)
                 else:
-                    step_before(N, H, p, G3, &Wh[0, 0], &b[0], h, H, h, H,
+                    step_before(N, H, p, G3, &Wh[0, 0], wp, wp_h, &b[0], h, H, h, H,
                                 &Y[0, 0] + t * hs, ldh, &S[0, 0], H, lens, t)
 
 
@@ -203,7 +232,8 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating
              floating[:, ::1] dA,                 # out (N*T, 3H): input-side gate gradients
              floating[:, ::1] W2,                 # work: dU (N*T, 3H) after, drh (N, H) before
              floating[:, ::1] dX, floating[:, ::1] dWx, floating[:, ::1] dWh,
-             floating[::1] db):                   # out (6H,) reset_after, else (3H,)
+             floating[::1] db,                    # out (6H,) reset_after, else (3H,)
+             floating[::1] Wp):                   # work: Whᵀ packed, or empty (use BLAS)
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G3 = 3 * H, NT = N * T
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
@@ -217,22 +247,30 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating
     cdef floating *w2 = &W2[0, 0]
     cdef floating *dhp = &dh[0, 0]
     cdef Py_ssize_t t
+    # packed: Whᵀ (reset_after); Wh[:, 2H:]ᵀ then Wh[:, :2H]ᵀ (reset-before)
+    cdef floating *wp = packed_or_null(Wp)
+    cdef const floating *wp_zr = second(wp, packed_size(<floating> 0, H, H))
     with nogil:
+        if wp != NULL and reset_after:
+            pack(G3, H, w, G3, True, wp)
+        elif wp != NULL:
+            pack(H, H, w + 2 * H, G3, True, wp)
+            pack(2 * H, H, w, G3, True, <floating *> wp_zr)
         for t in range(T - 1, -1, -1):
             if reset_after:
                 bwd_step(N, H, &G[0, 0] + t * gs, ldg, s + t * hs, ldh, hp + t * hs, ldh,
                          &dY[0, 0] + t * dys, ldy, dhp, d + t * gs, w2 + t * gs, ldg, lens, t)
                 # dh_{t-1} += dU_t @ Whᵀ
-                gemm(False, True, N, H, G3, 1, w2 + t * gs, ldg, w, G3, 1, dhp, H)
+                step_gemm(N, H, G3, w2 + t * gs, ldg, w, G3, True, wp, 1, dhp, H)
             else:
                 rb_bwd_out(N, H, &G[0, 0] + t * gs, ldg, hp + t * hs, ldh,
                            &dY[0, 0] + t * dys, ldy, dhp, d + t * gs, ldg, lens, t)
                 # drh = dA_h @ Wh[:, 2H:]ᵀ
-                gemm(False, True, N, H, H, 1, d + t * gs + 2 * H, ldg, w + 2 * H, G3, 0, w2, H)
+                step_gemm(N, H, H, d + t * gs + 2 * H, ldg, w + 2 * H, G3, True, wp, 0, w2, H)
                 rb_bwd_gates(N, H, &G[0, 0] + t * gs, ldg, hp + t * hs, ldh, w2, dhp,
                              d + t * gs, ldg, lens, t)
                 # dh_{t-1} += dA_zr @ Wh[:, :2H]ᵀ
-                gemm(False, True, N, H, 2 * H, 1, d + t * gs, ldg, w, G3, 1, dhp, H)
+                step_gemm(N, H, 2 * H, d + t * gs, ldg, w, G3, True, wp_zr, 1, dhp, H)
         # dWx = Xᵀ @ dA;  dX = dA @ Wxᵀ;  db (input side) = dA.sum(0)
         gemm(True, False, D, G3, NT, 1, cptr(X), D, d, G3, 0, ptr(dWx), G3)
         gemm(False, True, NT, D, G3, 1, d, G3, cptr(Wx), G3, 0, ptr(dX), D)

@@ -15,10 +15,10 @@ and one GEMM dh_{t-1} = dA_t @ Whᵀ; then ONE GEMM each for dWx, dWh, dX and a 
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blas cimport gemm
+from ._blas cimport gemm, pack
 from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
-from ._seq cimport Layout, colsum, cptr, make_layout, project, ptr
+from ._seq cimport Layout, colsum, cptr, make_layout, packed_or_null, project, ptr, step_gemm
 
 
 cdef inline void fwd_step(Py_ssize_t N, Py_ssize_t H, floating *gates, Py_ssize_t ld_g,
@@ -60,7 +60,8 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
                   floating[:, ::1] Cp,            # in/out (N*T, H): c_{t-1}; step 0 holds c0
                   floating[:, ::1] TC,            # out (N*T, H): tanh(c_t)
                   floating[:, ::1] hT,            # out (N, H)
-                  floating[:, ::1] cT):           # out (N, H)
+                  floating[:, ::1] cT,            # out (N, H)
+                  floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G4 = 4 * H
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H     # width-H arrays: step offset, row stride
@@ -72,13 +73,15 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
     cdef floating *h_next
     cdef floating *c_next
     cdef Py_ssize_t t, ld_next
+    cdef floating *wp = packed_or_null(Wp)
     with nogil:
+        if wp != NULL:
+            pack(H, G4, &Wh[0, 0], G4, False, wp)
         # gates = X @ Wx  (all steps)
         project(L, cptr(X), D, 0, T, cptr(Wx), G4, G, gs, ldg)
         for t in range(T):
             # gates[t] += h_{t-1} @ Wh
-            gemm(False, False, N, G4, H, 1, hp + t * hs, ldh, &Wh[0, 0], G4,
-                 1, G + t * gs, ldg)
+            step_gemm(N, G4, H, hp + t * hs, ldh, &Wh[0, 0], G4, False, wp, 1, G + t * gs, ldg)
             if t + 1 < T:
                 h_next, c_next, ld_next = hp + (t + 1) * hs, cp + (t + 1) * hs, ldh
             else:
@@ -97,7 +100,8 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D)
                   floating[:, ::1] Y,             # out (N*T, H): hs
                   floating[:, ::1] P,             # work (Tc*N, 4H): gates of Tc steps
                   floating[:, ::1] hT,            # in h0, out h_T (N, H)
-                  floating[:, ::1] cT):           # in c0, out c_T (N, H)
+                  floating[:, ::1] cT,            # in c0, out c_T (N, H)
+                  floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
     """Inference: the state is updated in place in hT, cT; only Tc steps of gates are held
     (Tc = P.shape[0] // N), their input projection one GEMM per chunk."""
     cdef Layout L = make_layout(N, T, time_major)
@@ -109,7 +113,10 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D)
     cdef floating *c = &cT[0, 0]
     cdef floating *p
     cdef Py_ssize_t chunk, t0, t1, t
+    cdef floating *wp = packed_or_null(Wp)
     with nogil:
+        if wp != NULL:
+            pack(H, G4, &Wh[0, 0], G4, False, wp)
         for chunk in range((T + Tc - 1) // Tc):
             t0 = chunk * Tc
             t1 = min(T, t0 + Tc)
@@ -118,7 +125,7 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D)
             for t in range(t0, t1):
                 p = &P[0, 0] + (t - t0) * N * G4
                 # p += h_{t-1} @ Wh, then the state is overwritten in place by h_t, c_t
-                gemm(False, False, N, G4, H, 1, h, H, &Wh[0, 0], G4, 1, p, G4)
+                step_gemm(N, G4, H, h, H, &Wh[0, 0], G4, False, wp, 1, p, G4)
                 fwd_step(N, H, p, G4, &b[0], c, H, c, H, h, H, h, H, &Y[0, 0] + t * hs, ldh,
                          <floating *> NULL, 0, lens, t)
 
@@ -140,7 +147,8 @@ def backward(const floating[:, ::1] X,            # (N*T, D) the forward's input
              floating[:, ::1] dX,                 # out (N*T, D)
              floating[:, ::1] dWx,                # out (D, 4H)
              floating[:, ::1] dWh,                # out (H, 4H)
-             floating[::1] db):                   # out (4H,)
+             floating[::1] db,                    # out (4H,)
+             floating[::1] Wp):                   # work: Whᵀ packed, or empty (use BLAS)
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G4 = 4 * H
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
@@ -149,13 +157,16 @@ def backward(const floating[:, ::1] X,            # (N*T, D) the forward's input
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
     cdef floating *A = &dA[0, 0]
     cdef Py_ssize_t t
+    cdef floating *wp = packed_or_null(Wp)
     with nogil:
+        if wp != NULL:
+            pack(G4, H, &Wh[0, 0], G4, True, wp)
         for t in range(T - 1, -1, -1):
             bwd_step(N, H, &gates[0, 0] + t * gs, ldg, &Cp[0, 0] + t * hs, ldh,
                      &TC[0, 0] + t * hs, ldh, &dY[0, 0] + t * dys, ldy, &dh[0, 0], &dc[0, 0],
                      A + t * gs, ldg, lens, t)
             # dh_{t-1} += dA_t @ Whᵀ
-            gemm(False, True, N, H, G4, 1, A + t * gs, ldg, &Wh[0, 0], G4, 1, &dh[0, 0], H)
+            step_gemm(N, H, G4, A + t * gs, ldg, &Wh[0, 0], G4, True, wp, 1, &dh[0, 0], H)
         # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
         gemm(True, False, D, G4, N * T, 1, cptr(X), D, A, G4, 0, ptr(dWx), G4)
         gemm(True, False, H, G4, N * T, 1, &Hp[0, 0], H, A, G4, 0, &dWh[0, 0], G4)

@@ -8,10 +8,10 @@ function of h_t (1 - h² for tanh, [h > 0] for relu), so no pre-activation is ke
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blas cimport gemm
+from ._blas cimport gemm, pack
 from ._csrc cimport fc_rnn_bwd_step_f32, fc_rnn_bwd_step_f64
 from ._csrc cimport fc_rnn_fwd_step_f32, fc_rnn_fwd_step_f64
-from ._seq cimport Layout, colsum, cptr, make_layout, project, ptr
+from ._seq cimport Layout, colsum, cptr, make_layout, packed_or_null, project, ptr, step_gemm
 
 
 cdef inline void fwd_step(Py_ssize_t N, Py_ssize_t H, int act, floating *A, Py_ssize_t ld_A,
@@ -45,7 +45,8 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
                   floating[:, ::1] Y,             # out (N*T, H): hs
                   floating[:, ::1] A,             # out (N*T, H): h_t = act(pre)
                   floating[:, ::1] Hp,            # in/out (N*T, H): h_{t-1}; step 0 holds h0
-                  floating[:, ::1] hT):           # out (N, H)
+                  floating[:, ::1] hT,            # out (N, H)
+                  floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
@@ -54,12 +55,15 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
     cdef floating *hp = &Hp[0, 0]
     cdef floating *h_next
     cdef Py_ssize_t t, ld_next
+    cdef floating *wp = packed_or_null(Wp)
     with nogil:
+        if wp != NULL:
+            pack(H, H, &Wh[0, 0], H, False, wp)
         # A = X @ Wx  (all steps)
         project(L, cptr(X), D, 0, T, cptr(Wx), H, a, hs, ldh)
         for t in range(T):
             # A[t] += h_{t-1} @ Wh
-            gemm(False, False, N, H, H, 1, hp + t * hs, ldh, &Wh[0, 0], H, 1, a + t * hs, ldh)
+            step_gemm(N, H, H, hp + t * hs, ldh, &Wh[0, 0], H, False, wp, 1, a + t * hs, ldh)
             if t + 1 < T:
                 h_next, ld_next = hp + (t + 1) * hs, ldh
             else:
@@ -74,7 +78,8 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
                   int act,
                   floating[:, ::1] Y,             # out (N*T, H): hs
                   floating[:, ::1] P,             # work (Tc*N, H): pre-activations of Tc steps
-                  floating[:, ::1] hT):           # in h0, out h_T (N, H), updated in place
+                  floating[:, ::1] hT,            # in h0, out h_T (N, H), updated in place
+                  floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
     cdef Py_ssize_t Tc = P.shape[0] // N
@@ -83,7 +88,10 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
     cdef floating *h = &hT[0, 0]
     cdef floating *p
     cdef Py_ssize_t chunk, t0, t1, t
+    cdef floating *wp = packed_or_null(Wp)
     with nogil:
+        if wp != NULL:
+            pack(H, H, &Wh[0, 0], H, False, wp)
         for chunk in range((T + Tc - 1) // Tc):
             t0 = chunk * Tc
             t1 = min(T, t0 + Tc)
@@ -92,7 +100,7 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
             for t in range(t0, t1):
                 p = &P[0, 0] + (t - t0) * N * H
                 # p += h_{t-1} @ Wh; then h is overwritten in place by h_t
-                gemm(False, False, N, H, H, 1, h, H, &Wh[0, 0], H, 1, p, H)
+                step_gemm(N, H, H, h, H, &Wh[0, 0], H, False, wp, 1, p, H)
                 fwd_step(N, H, act, p, H, &b[0], h, H, h, H, &Y[0, 0] + t * hs, ldh, lens, t)
 
 
@@ -104,7 +112,8 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating
              floating[:, ::1] dh,                 # in dL/dh_T, out dL/dh0 (N, H)
              floating[:, ::1] dA,                 # out (N*T, H): dL/d(pre-activation)
              floating[:, ::1] dX, floating[:, ::1] dWx, floating[:, ::1] dWh,
-             floating[::1] db):
+             floating[::1] db,
+             floating[::1] Wp):                   # work: Whᵀ packed, or empty (use BLAS)
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
@@ -112,12 +121,15 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
     cdef floating *d = &dA[0, 0]
     cdef Py_ssize_t t
+    cdef floating *wp = packed_or_null(Wp)
     with nogil:
+        if wp != NULL:
+            pack(H, H, &Wh[0, 0], H, True, wp)
         for t in range(T - 1, -1, -1):
             bwd_step(N, H, act, &A[0, 0] + t * hs, ldh, &dY[0, 0] + t * dys, ldy, &dh[0, 0],
                      d + t * hs, ldh, lens, t)
             # dh_{t-1} += dA_t @ Whᵀ
-            gemm(False, True, N, H, H, 1, d + t * hs, ldh, &Wh[0, 0], H, 1, &dh[0, 0], H)
+            step_gemm(N, H, H, d + t * hs, ldh, &Wh[0, 0], H, True, wp, 1, &dh[0, 0], H)
         # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
         gemm(True, False, D, H, N * T, 1, cptr(X), D, d, H, 0, ptr(dWx), H)
         gemm(True, False, H, H, N * T, 1, &Hp[0, 0], H, d, H, 0, &dWh[0, 0], H)

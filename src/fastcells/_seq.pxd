@@ -6,7 +6,7 @@
 # N rows of step t start at element t*ts*W and lie ns*W elements apart: one pointer and one
 # leading dimension describe them, for BLAS and for the pointwise C passes alike.
 from cython cimport floating
-from ._blas cimport gemm
+from ._blas cimport gemm, gemm_packed
 from ._csrc cimport fc_colsum_f32, fc_colsum_f64
 
 
@@ -65,3 +65,24 @@ cdef inline floating *ptr(floating[:, ::1] a) noexcept nogil:
 
 cdef inline const floating *cptr(const floating[:, ::1] a) noexcept nogil:
     return NULL if a.shape[0] == 0 or a.shape[1] == 0 else &a[0, 0]
+
+
+cdef inline void step_gemm(Py_ssize_t N, Py_ssize_t Nc, Py_ssize_t K, const floating *A,
+                           Py_ssize_t lda, const floating *B, Py_ssize_t ldb, bint trans_b,
+                           const floating *packed, bint beta, floating *C,
+                           Py_ssize_t ldc) noexcept nogil:
+    """A per-step recurrent product C (N x Nc) = A (N x K) @ op(B) + beta * C.
+
+    With `packed` (op(B) packed once per call by _blas.pack) the packed GEMM, which does not
+    re-pack B on every step as BLAS does; without it (NULL: one row, N == 1) BLAS, whose GEMV
+    is the fastest matrix-vector product here.
+    """
+    if packed == NULL:
+        gemm(False, trans_b, N, Nc, K, 1, A, lda, B, ldb, beta, C, ldc)
+    else:
+        gemm_packed(N, Nc, K, A, lda, packed, beta, C, ldc)
+
+
+cdef inline floating *packed_or_null(floating[::1] buffer) noexcept nogil:
+    """The packed-weights work buffer, or NULL when the caller gave none (size 0)."""
+    return NULL if buffer.shape[0] == 0 else &buffer[0]

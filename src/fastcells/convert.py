@@ -5,10 +5,11 @@ Every converter returns or takes a ``Params(cell, Wx, Wh, b, options)`` in the n
 so that ``getattr(fastcells, p.cell + "_forward")(xs, p.Wx, p.Wh, p.b, **p.options)`` runs the
 converted cell. The layouts, per cell (blocks of width H, listed in order along the gate axis)::
 
-                native       PyTorch          Keras 3          ONNX             the book
-    LSTM        [f, g, i, o] [i, f, g, o]     [i, f, c, o]     [i, o, f, c]     [f, g, i, o]
-    GRU         [z, r, h]    [r, z, n]        [z, r, h]        [z, r, h]        [z, r, h] (z negated)
-    weights     (D, G*H)     (G*H, D) out-by-in  (D, G*H)      [dirs, G*H, D]   (D, G*H)
+                native        PyTorch           Keras 3        ONNX             the book
+    LSTM        [f, g, i, o]  [i, f, g, o]      [i, f, c, o]   [i, o, f, c]     [f, g, i, o]
+    GRU         [z, r, h]     [r, z, n]         [z, r, h]      [z, r, h]        [z, r, h] (*)
+    weights     (D, G*H)      (G*H, D)          (D, G*H)       [dirs, G*H, D]   (D, G*H)
+    (*) the book's z is our 1 - z: its z blocks are negated, as σ(-a) = 1 - σ(a)
 
     biases      LSTM/RNN: b (G*H,) = PyTorch's bias_ih + bias_hh = ONNX's Wb + Rb
                 GRU reset_after=True: b (2, 3H) = [input bias; recurrent bias]

@@ -18,7 +18,8 @@ This module checks and allocates; the fused loops are in _gru.pyx and csrc/.
 import numpy as np
 
 from . import _gru
-from ._common import Backward, SequenceCache, chunk_buffer, outputs, states_by_step
+from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_weights,
+                      states_by_step)
 from ._types import GRUGrads
 from ._validate import Sequence, check_flag
 
@@ -68,11 +69,13 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
     h = seq.state("h0", h0)
     hs, Y = outputs(seq)
     U = np.empty((N, 3 * H) if reset_after else (1, 1), dtype)  # h_{t-1} @ Wh of one step
+    # the per-step products: h @ Wh, or h @ Wh[:, :2H] and rh @ Wh[:, 2H:]
+    Wp = packed_weights(dtype, N, T, *([(H, 3 * H)] if reset_after else [(H, 2 * H), (H, H)]))
     if not training:
         if not seq.empty:  # h is updated in place into h_T
             S = np.empty((1, H) if reset_after else (N, H), dtype)  # uh scratch, or rh
             _gru.forward_infer(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
-                               reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h)
+                               reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h, Wp)
         return seq.order(hs), h, None
     cache = GRUCache(seq)
     cache.reset_after = reset_after
@@ -82,7 +85,7 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
     if not seq.empty:
         h = np.empty_like(h)
         _gru.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
-                           reset_after, Y, cache.gates, cache.extra, cache.h_prev, U, h)
+                           reset_after, Y, cache.gates, cache.extra, cache.h_prev, U, h, Wp)
     return seq.order(hs), h, cache
 
 
@@ -104,5 +107,7 @@ def gru_backward(cache, dhs, dh_T=None):
         W2 = np.empty((c.N * c.T, 3 * c.H) if reset_after else (c.N, c.H), c.dtype)
         _gru.backward(c.X, c.Wx, c.Wh, c.gates, c.extra, c.h_prev, c.lengths, c.N, c.T,
                       c.time_major, reset_after, bw.dY, bw.has_dy, dh, dA, W2, bw.dX,
-                      bw.dWx, bw.dWh, bw.db.reshape(-1))
+                      bw.dWx, bw.dWh, bw.db.reshape(-1),
+                      packed_weights(c.dtype, c.N, c.T, *([(3 * c.H, c.H)] if reset_after else
+                                                          [(c.H, c.H), (2 * c.H, c.H)])))
     return GRUGrads(bw.dxs, bw.dWx, bw.dWh, bw.db, dh)

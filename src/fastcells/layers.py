@@ -183,6 +183,10 @@ class TimeBiGRU(_TimeBiLayer):
 
 
 # ---- one-step cells --------------------------------------------------------------------------
+# A cell runs one step: packing the recurrent weights would not pay, BLAS does each product.
+_NO_PACKING = {dt: np.empty(0, dt) for dt in FLOAT_DTYPES}
+
+
 def _ready(a, dtype, shape):
     """True when `a` can go to a kernel as it is (the cheap check of the cells' hot path)."""
     return (type(a) is np.ndarray and a.dtype == dtype and a.shape == shape
@@ -265,7 +269,7 @@ class LSTM(_Cell):
         c_next = np.empty((N, H), dtype)
         hp, cp = h_prev.copy(), c_prev.copy()  # the kernel's state-by-step buffers (T = 1)
         _lstm.forward_train(x, Wx, Wh, b, None, N, 1, False, h_next, gates, hp, cp, tanh_c,
-                            h_next, c_next)
+                            h_next, c_next, _NO_PACKING[dtype])
         self.cache = (x, hp, cp, gates, tanh_c, Wx, Wh)
         return h_next, c_next
 
@@ -281,7 +285,7 @@ class LSTM(_Cell):
         dWx, dWh = np.empty_like(Wx), np.empty_like(Wh)
         db = np.empty(4 * H, Wx.dtype)
         _lstm.backward(x, Wx, Wh, gates, hp, cp, tanh_c, None, N, 1, False, dh_next, True,
-                       dh, dc, dA, dx, dWx, dWh, db)
+                       dh, dc, dA, dx, dWx, dWh, db, _NO_PACKING[Wx.dtype])
         self._write_grads(dWx, dWh, db)
         return dx, dh, dc
 
@@ -301,7 +305,8 @@ class RNN(_Cell):
         A = np.empty((N, H), Wx.dtype)
         h_next = np.empty((N, H), Wx.dtype)
         hp = h_prev.copy()
-        _rnn.forward_train(x, Wx, Wh, b, None, N, 1, False, act, h_next, A, hp, h_next)
+        _rnn.forward_train(x, Wx, Wh, b, None, N, 1, False, act, h_next, A, hp, h_next,
+                           _NO_PACKING[Wx.dtype])
         self.cache = (x, hp, A, Wx, Wh, act)
         return h_next
 
@@ -314,7 +319,7 @@ class RNN(_Cell):
         dx = np.empty_like(x)
         dWx, dWh, db = np.empty_like(Wx), np.empty_like(Wh), np.empty(H, Wx.dtype)
         _rnn.backward(x, Wx, Wh, A, hp, None, N, 1, False, act, dh_next, True, dh, dA, dx,
-                      dWx, dWh, db)
+                      dWx, dWh, db, _NO_PACKING[Wx.dtype])
         self._write_grads(dWx, dWh, db)
         return dx, dh
 
@@ -341,7 +346,7 @@ class GRU(_Cell):
         h_next = np.empty((N, H), dtype)
         hp = h_prev.copy()
         _gru.forward_train(x, Wx, Wh, b.reshape(-1), None, N, 1, False, self.reset_after,
-                           h_next, G, S, hp, U, h_next)
+                           h_next, G, S, hp, U, h_next, _NO_PACKING[dtype])
         self.cache = (x, hp, G, S, Wx, Wh)
         return h_next
 
@@ -357,6 +362,6 @@ class GRU(_Cell):
         dWx, dWh = np.empty_like(Wx), np.empty_like(Wh)
         db = np.empty(self._b_shape(H), dtype)
         _gru.backward(x, Wx, Wh, G, S, hp, None, N, 1, False, self.reset_after, dh_next, True,
-                      dh, dA, W2, dx, dWx, dWh, db.reshape(-1))
+                      dh, dA, W2, dx, dWx, dWh, db.reshape(-1), _NO_PACKING[dtype])
         self._write_grads(dWx, dWh, db)
         return dx, dh

@@ -12,7 +12,8 @@ This module checks and allocates; the fused loops are in _lstm.pyx and csrc/.
 import numpy as np
 
 from . import _lstm
-from ._common import Backward, SequenceCache, chunk_buffer, outputs, states_by_step
+from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_weights,
+                      states_by_step)
 from ._types import LSTMGrads
 from ._validate import Sequence
 
@@ -52,10 +53,11 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
     b = seq.vector("b", b, (4 * H,), "(4H,)")
     h, c = seq.state("h0", h0), seq.state("c0", c0)
     hs, Y = outputs(seq)
+    Wp = packed_weights(dtype, N, T, (H, 4 * H))
     if not training:
         if not seq.empty:  # h, c are updated in place into h_T, c_T
             _lstm.forward_infer(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
-                                Y, chunk_buffer(seq, 4 * H), h, c)
+                                Y, chunk_buffer(seq, 4 * H), h, c, Wp)
         return seq.order(hs), (h, c), None
     cache = LSTMCache(seq)
     cache.gates = np.empty((N * T, 4 * H), dtype)
@@ -64,7 +66,7 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
     if not seq.empty:
         h, c = np.empty_like(h), np.empty_like(c)
         _lstm.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, Y,
-                            cache.gates, cache.h_prev, cache.c_prev, cache.tanh_c, h, c)
+                            cache.gates, cache.h_prev, cache.c_prev, cache.tanh_c, h, c, Wp)
     return seq.order(hs), (h, c), cache
 
 
@@ -90,5 +92,5 @@ def lstm_backward(cache, dhs, dh_T=None, dc_T=None):
         dA = np.empty((c.N * c.T, 4 * c.H), c.dtype)
         _lstm.backward(c.X, c.Wx, c.Wh, c.gates, c.h_prev, c.c_prev, c.tanh_c, c.lengths,
                        c.N, c.T, c.time_major, bw.dY, bw.has_dy, dh, dc, dA,
-                       bw.dX, bw.dWx, bw.dWh, bw.db)
+                       bw.dX, bw.dWx, bw.dWh, bw.db, packed_weights(c.dtype, c.N, c.T, (4 * c.H, c.H)))
     return LSTMGrads(bw.dxs, bw.dWx, bw.dWh, bw.db, dh, dc)

@@ -7,7 +7,8 @@ This module checks and allocates; the fused loops are in _rnn.pyx and csrc/.
 import numpy as np
 
 from . import _rnn
-from ._common import Backward, SequenceCache, chunk_buffer, outputs, states_by_step
+from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_weights,
+                      states_by_step)
 from ._types import RNNGrads
 from ._validate import Sequence
 
@@ -58,10 +59,11 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
     b = seq.vector("b", b, (H,), "(H,)")
     h = seq.state("h0", h0)
     hs, Y = outputs(seq)
+    Wp = packed_weights(seq.dtype, N, T, (H, H))
     if not training:
         if not seq.empty:  # h is updated in place into h_T
             _rnn.forward_infer(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
-                               act, Y, chunk_buffer(seq, H), h)
+                               act, Y, chunk_buffer(seq, H), h, Wp)
         return seq.order(hs), h, None
     cache = RNNCache(seq)
     cache.act = act
@@ -70,7 +72,7 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
     if not seq.empty:
         h = np.empty_like(h)
         _rnn.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, act,
-                           Y, cache.h_next, cache.h_prev, h)
+                           Y, cache.h_next, cache.h_prev, h, Wp)
     return seq.order(hs), h, cache
 
 
@@ -87,5 +89,6 @@ def rnn_backward(cache, dhs, dh_T=None):
         c = bw.cache
         dA = np.empty((c.N * c.T, c.H), c.dtype)
         _rnn.backward(c.X, c.Wx, c.Wh, c.h_next, c.h_prev, c.lengths, c.N, c.T, c.time_major,
-                      c.act, bw.dY, bw.has_dy, dh, dA, bw.dX, bw.dWx, bw.dWh, bw.db)
+                      c.act, bw.dY, bw.has_dy, dh, dA, bw.dX, bw.dWx, bw.dWh, bw.db,
+                      packed_weights(c.dtype, c.N, c.T, (c.H, c.H)))
     return RNNGrads(bw.dxs, bw.dWx, bw.dWh, bw.db, dh)

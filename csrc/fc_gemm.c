@@ -1,0 +1,23 @@
+/* fc_gemm.c: the packed recurrent GEMM, in float and double (see fastcells.h). */
+#include "fastcells.h"
+
+/* Rows of the register tile: 8 x two vectors fill the 32 registers of AVX-512; the 16
+ * registers of AVX2 and SSE2 hold 2 (each 64-byte vector is two or four registers there). */
+int fc_gemm_rows(void)
+{
+    static int rows = 0;
+    if (rows == 0) {
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(FC_NO_CLONES)
+        __builtin_cpu_init();
+        rows = __builtin_cpu_supports("x86-64-v4") ? 8 : 2; /* as FC_CLONES picks */
+#elif defined(__AVX512F__)
+        rows = 8;
+#else
+        rows = 2;
+#endif
+    }
+    return rows;
+}
+
+#define FC_IMPL "fc_gemm_impl.h"
+#include "fc_instantiate.h"
