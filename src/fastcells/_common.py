@@ -60,6 +60,14 @@ def packed_weights(dtype, N, T, *products):
     return np.empty(sum(_blas._packed_size(dtype, K, Nc) for K, Nc in products), dtype)
 
 
+def packed_input_weights(seq):
+    """The work buffer for Wx packed once per inference call: its chunked input projection
+    runs one GEMM per sequence for batch-first input (see _seq.project). Empty otherwise."""
+    if seq.time_major:
+        return np.empty(0, seq.dtype)
+    return packed_weights(seq.dtype, seq.N, seq.T, (seq.D, seq.G * seq.H))
+
+
 class Backward:
     """The checked arguments and zeroed results of a *_backward call.
 

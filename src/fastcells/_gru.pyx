@@ -192,7 +192,8 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
                   floating[:, ::1] S,             # work (1, H) uh scratch, or (N, H) rh
                   floating[:, ::1] U,             # work (N, 3H) (reset_after only)
                   floating[:, ::1] hT,            # in h0, out h_T (N, H), updated in place
-                  floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
+                  floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
+                  floating[::1] Wxp):             # work: Wx packed, or empty (see project)
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G3 = 3 * H
     cdef Py_ssize_t Tc = P.shape[0] // N
@@ -201,15 +202,18 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
     cdef floating *h = &hT[0, 0]
     cdef floating *p
     cdef Py_ssize_t chunk, t0, t1, t
+    cdef floating *wxp = packed_or_null(Wxp)
     cdef floating *wp = packed_or_null(Wp)
     cdef const floating *wp_h = second(wp, packed_size(<floating> 0, H, 2 * H))
     with nogil:
+        if wxp != NULL:
+            pack(D, G3, &Wx[0, 0], G3, False, wxp)
         pack_forward(H, &Wh[0, 0], reset_after, wp)
         for chunk in range((T + Tc - 1) // Tc):
             t0 = chunk * Tc
             t1 = min(T, t0 + Tc)
             # P[t - t0] = X[:, t] @ Wx  for t0 <= t < t1
-            project(L, cptr(X), D, t0, t1, cptr(Wx), G3, &P[0, 0], N * G3, G3)
+            project(L, cptr(X), D, t0, t1, cptr(Wx), G3, &P[0, 0], N * G3, G3, wxp)
             for t in range(t0, t1):
                 p = &P[0, 0] + (t - t0) * N * G3
                 # h is overwritten in place by h_t (every read of h_{t-1} precedes its write)

@@ -101,7 +101,8 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D)
                   floating[:, ::1] P,             # work (Tc*N, 4H): gates of Tc steps
                   floating[:, ::1] hT,            # in h0, out h_T (N, H)
                   floating[:, ::1] cT,            # in c0, out c_T (N, H)
-                  floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
+                  floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
+                  floating[::1] Wxp):             # work: Wx packed, or empty (see project)
     """Inference: the state is updated in place in hT, cT; only Tc steps of gates are held
     (Tc = P.shape[0] // N), their input projection one GEMM per chunk."""
     cdef Layout L = make_layout(N, T, time_major)
@@ -113,15 +114,18 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D)
     cdef floating *c = &cT[0, 0]
     cdef floating *p
     cdef Py_ssize_t chunk, t0, t1, t
+    cdef floating *wxp = packed_or_null(Wxp)
     cdef floating *wp = packed_or_null(Wp)
     with nogil:
+        if wxp != NULL:
+            pack(D, G4, &Wx[0, 0], G4, False, wxp)
         if wp != NULL:
             pack(H, G4, &Wh[0, 0], G4, False, wp)
         for chunk in range((T + Tc - 1) // Tc):
             t0 = chunk * Tc
             t1 = min(T, t0 + Tc)
             # P[t - t0] = X[:, t] @ Wx  for the steps t0 <= t < t1 of this chunk
-            project(L, cptr(X), D, t0, t1, cptr(Wx), G4, &P[0, 0], N * G4, G4)
+            project(L, cptr(X), D, t0, t1, cptr(Wx), G4, &P[0, 0], N * G4, G4, wxp)
             for t in range(t0, t1):
                 p = &P[0, 0] + (t - t0) * N * G4
                 # p += h_{t-1} @ Wh, then the state is overwritten in place by h_t, c_t

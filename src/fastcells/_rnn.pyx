@@ -79,7 +79,8 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
                   floating[:, ::1] Y,             # out (N*T, H): hs
                   floating[:, ::1] P,             # work (Tc*N, H): pre-activations of Tc steps
                   floating[:, ::1] hT,            # in h0, out h_T (N, H), updated in place
-                  floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
+                  floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
+                  floating[::1] Wxp):             # work: Wx packed, or empty (see project)
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
     cdef Py_ssize_t Tc = P.shape[0] // N
@@ -88,15 +89,18 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
     cdef floating *h = &hT[0, 0]
     cdef floating *p
     cdef Py_ssize_t chunk, t0, t1, t
+    cdef floating *wxp = packed_or_null(Wxp)
     cdef floating *wp = packed_or_null(Wp)
     with nogil:
+        if wxp != NULL:
+            pack(D, H, &Wx[0, 0], H, False, wxp)
         if wp != NULL:
             pack(H, H, &Wh[0, 0], H, False, wp)
         for chunk in range((T + Tc - 1) // Tc):
             t0 = chunk * Tc
             t1 = min(T, t0 + Tc)
             # P[t - t0] = X[:, t] @ Wx  for t0 <= t < t1
-            project(L, cptr(X), D, t0, t1, cptr(Wx), H, &P[0, 0], N * H, H)
+            project(L, cptr(X), D, t0, t1, cptr(Wx), H, &P[0, 0], N * H, H, wxp)
             for t in range(t0, t1):
                 p = &P[0, 0] + (t - t0) * N * H
                 # p += h_{t-1} @ Wh; then h is overwritten in place by h_t

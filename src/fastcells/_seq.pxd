@@ -25,13 +25,32 @@ cdef inline Layout make_layout(Py_ssize_t N, Py_ssize_t T, bint time_major) noex
     return L
 
 
+cdef inline void step_gemm(Py_ssize_t N, Py_ssize_t Nc, Py_ssize_t K, const floating *A,
+                           Py_ssize_t lda, const floating *B, Py_ssize_t ldb, bint trans_b,
+                           const floating *packed, bint beta, floating *C,
+                           Py_ssize_t ldc) noexcept nogil:
+    """A per-step recurrent product C (N x Nc) = A (N x K) @ op(B) + beta * C.
+
+    With `packed` (op(B) packed once per call by _blas.pack) the packed GEMM, which does not
+    re-pack B on every step as BLAS does; without it (NULL: one row, N == 1) BLAS, whose GEMV
+    is the fastest matrix-vector product here.
+    """
+    if packed == NULL:
+        gemm(False, trans_b, N, Nc, K, 1, A, lda, B, ldb, beta, C, ldc)
+    else:
+        gemm_packed(N, Nc, K, A, lda, packed, beta, C, ldc)
+
+
 cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t0,
                          Py_ssize_t t1, const floating *W, Py_ssize_t GW,
-                         floating *P, Py_ssize_t p_step, Py_ssize_t p_row) noexcept nogil:
+                         floating *P, Py_ssize_t p_step, Py_ssize_t p_row,
+                         const floating *Wp=NULL) noexcept nogil:
     """P[(t - t0)*p_step + n*p_row, :GW] = X[row(n, t)] @ W  for t in [t0, t1), every n.
 
     One GEMM when the rows of X and of P line up with one stride (time-major input, or all
-    steps of a batch-first input into a buffer of the same layout); otherwise one per sequence.
+    steps of a batch-first input into a buffer of the same layout); otherwise one per sequence,
+    with W packed (Wp, by the caller, once per call) when given, so that BLAS does not re-pack
+    W for each of them.
     """
     cdef Py_ssize_t n
     if L.ts == L.N and p_step == L.N * p_row:  # time-major rows t0*N .. t1*N, in order
@@ -44,8 +63,8 @@ cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t
     else:
         for n in range(L.N):
             # P[:, n] = X[n, t0:t1] @ W
-            gemm(False, False, t1 - t0, GW, D, 1, X + (n * L.ns + t0 * L.ts) * D, L.ts * D,
-                 W, GW, 0, P + n * p_row, p_step)
+            step_gemm(t1 - t0, GW, D, X + (n * L.ns + t0 * L.ts) * D, L.ts * D, W, GW, False,
+                      Wp, 0, P + n * p_row, p_step)
 
 
 cdef inline void colsum(Py_ssize_t rows, Py_ssize_t cols, const floating *A, Py_ssize_t lda,
@@ -65,22 +84,6 @@ cdef inline floating *ptr(floating[:, ::1] a) noexcept nogil:
 
 cdef inline const floating *cptr(const floating[:, ::1] a) noexcept nogil:
     return NULL if a.shape[0] == 0 or a.shape[1] == 0 else &a[0, 0]
-
-
-cdef inline void step_gemm(Py_ssize_t N, Py_ssize_t Nc, Py_ssize_t K, const floating *A,
-                           Py_ssize_t lda, const floating *B, Py_ssize_t ldb, bint trans_b,
-                           const floating *packed, bint beta, floating *C,
-                           Py_ssize_t ldc) noexcept nogil:
-    """A per-step recurrent product C (N x Nc) = A (N x K) @ op(B) + beta * C.
-
-    With `packed` (op(B) packed once per call by _blas.pack) the packed GEMM, which does not
-    re-pack B on every step as BLAS does; without it (NULL: one row, N == 1) BLAS, whose GEMV
-    is the fastest matrix-vector product here.
-    """
-    if packed == NULL:
-        gemm(False, trans_b, N, Nc, K, 1, A, lda, B, ldb, beta, C, ldc)
-    else:
-        gemm_packed(N, Nc, K, A, lda, packed, beta, C, ldc)
 
 
 cdef inline floating *packed_or_null(floating[::1] buffer) noexcept nogil:

@@ -18,8 +18,8 @@ This module checks and allocates; the fused loops are in _gru.pyx and csrc/.
 import numpy as np
 
 from . import _gru
-from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_weights,
-                      states_by_step)
+from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_input_weights,
+                      packed_weights, states_by_step)
 from ._types import GRUGrads
 from ._validate import Sequence, check_flag
 
@@ -75,7 +75,8 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
         if not seq.empty:  # h is updated in place into h_T
             S = np.empty((1, H) if reset_after else (N, H), dtype)  # uh scratch, or rh
             _gru.forward_infer(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
-                               reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h, Wp)
+                               reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h, Wp,
+                               packed_input_weights(seq))
         return seq.order(hs), h, None
     cache = GRUCache(seq)
     cache.reset_after = reset_after

@@ -12,8 +12,8 @@ This module checks and allocates; the fused loops are in _lstm.pyx and csrc/.
 import numpy as np
 
 from . import _lstm
-from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_weights,
-                      states_by_step)
+from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_input_weights,
+                      packed_weights, states_by_step)
 from ._types import LSTMGrads
 from ._validate import Sequence
 
@@ -57,7 +57,8 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
     if not training:
         if not seq.empty:  # h, c are updated in place into h_T, c_T
             _lstm.forward_infer(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
-                                Y, chunk_buffer(seq, 4 * H), h, c, Wp)
+                                Y, chunk_buffer(seq, 4 * H), h, c, Wp,
+                                packed_input_weights(seq))
         return seq.order(hs), (h, c), None
     cache = LSTMCache(seq)
     cache.gates = np.empty((N * T, 4 * H), dtype)

@@ -7,8 +7,8 @@ This module checks and allocates; the fused loops are in _rnn.pyx and csrc/.
 import numpy as np
 
 from . import _rnn
-from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_weights,
-                      states_by_step)
+from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_input_weights,
+                      packed_weights, states_by_step)
 from ._types import RNNGrads
 from ._validate import Sequence
 
@@ -63,7 +63,8 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
     if not training:
         if not seq.empty:  # h is updated in place into h_T
             _rnn.forward_infer(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
-                               act, Y, chunk_buffer(seq, H), h, Wp)
+                               act, Y, chunk_buffer(seq, H), h, Wp,
+                               packed_input_weights(seq))
         return seq.order(hs), h, None
     cache = RNNCache(seq)
     cache.act = act
