@@ -9,6 +9,7 @@ Environment variables (all optional):
 import glob
 import os
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -47,7 +48,7 @@ extensions = [
     Extension(
         f"fastcells.{name}",
         [f"src/fastcells/{name}.pyx", *sources],
-        include_dirs=["csrc"],
+        include_dirs=["csrc", numpy.get_include()],  # NumPy's C API: the cells' hot path
         depends=sorted(glob.glob("csrc/*.h")),  # rebuild when a C header changes
         define_macros=macros,
         extra_compile_args=compile_args,

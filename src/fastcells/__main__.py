@@ -3,6 +3,11 @@
 Prints the machine and a markdown table of training-step and inference times (see
 ``fastcells._bench`` for what is measured and how; ``python -m fastcells --help`` for options).
 
+``python -m fastcells bench [options]`` is the full benchmark instead (4 shapes, 1 and 2
+threads, onnxruntime too, GFLOP/s against SGEMM, peak memory, JSON and a PNG chart): see
+``fastcells._bench_suite`` and ``python -m fastcells bench --help``. It starts one child
+process per thread count with the variables below set, so it never re-executes itself.
+
 Thread counts are fixed before any BLAS is loaded. numpy and scipy each bundle their own
 OpenBLAS (fastcells calls scipy's through ``scipy.linalg.cython_blas``, the NumPy twins call
 numpy's), and torch has its own OpenMP pool. OpenBLAS reads its thread count once, when it is
@@ -25,6 +30,9 @@ MARKER = "FASTCELLS_BENCH_THREADS"
 
 
 def _main(argv):
+    if argv[:1] == ["bench"]:
+        from fastcells import _bench_suite
+        return _bench_suite.main(argv[1:])
     args = _bench.parse_args(argv)
     n = str(args.threads)
     if any(os.environ.get(var) != n for var in _bench.THREAD_VARS):

@@ -44,18 +44,29 @@ import fastcells
 from fastcells import reference
 
 __all__ = [
-    "CELLS", "MODES", "IMPLS", "DEFAULT_SHAPES", "QUICK_SHAPES", "RTOL", "THREAD_VARS",
-    "VerificationError", "Problem", "make_problem", "available_cells", "have_torch",
-    "make_runner", "native_to_torch", "reference_results", "verify", "rel_err",
-    "parse_shapes", "shape_label", "machine_info", "build_parser", "main",
+    "CELLS", "MODES", "IMPLS", "PEERS", "SHAPES", "DEFAULT_SHAPES", "QUICK_SHAPES", "RTOL",
+    "THREAD_VARS", "VerificationError", "Problem", "make_problem", "available_cells",
+    "have_torch", "have_onnxruntime", "impls_for", "make_runner", "native_to_torch",
+    "onnx_model", "reference_results", "verify", "rel_err", "step_flops", "peak_memory",
+    "sgemm_gflops", "parse_shapes", "shape_label", "shape_name", "env_threads",
+    "machine_info", "verify_problem", "time_cases", "build_parser", "main",
 ]
 
 DTYPE = np.float32
 RTOL = 1e-4  # max|a - b| / max|b| for float32, as in the unit tests
 CELLS = ("lstm", "gru", "rnn")
 MODES = ("train", "infer")
-IMPLS = ("fastcells", "twin", "torch")
-DEFAULT_SHAPES = ((1, 100, 32, 64), (32, 100, 128, 256), (64, 50, 512, 1024))
+IMPLS = ("fastcells", "twin", "torch")  # what ``python -m fastcells`` (the quick job) runs
+# Every implementation, in table order: onnxruntime is inference only (``impls_for``).
+PEERS = ("fastcells", "twin", "torch", "onnxruntime")
+# The named shapes (N, T, D, H) of the full benchmark (issue 6); any NxTxDxH works too.
+SHAPES = {
+    "tiny": (1, 100, 32, 64),
+    "small": (16, 50, 64, 128),
+    "medium": (32, 100, 128, 256),
+    "large": (64, 50, 512, 1024),
+}
+DEFAULT_SHAPES = (SHAPES["tiny"], SHAPES["medium"], SHAPES["large"])  # the quick job's
 QUICK_SHAPES = DEFAULT_SHAPES[:2]
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 # Torch's gate block k is our block TORCH_BLOCKS[cell][k]: torch LSTM [i, f, g, o] vs our
@@ -78,13 +89,26 @@ def shape_label(shape):
     return "x".join(str(s) for s in shape)
 
 
+def shape_name(shape):
+    """"medium" for a named shape of SHAPES, else its NxTxDxH label."""
+    for name, s in SHAPES.items():
+        if s == tuple(shape):
+            return name
+    return shape_label(shape)
+
+
 def parse_shapes(text):
-    """"1x100x32x64,32x100x128x256" -> ((1, 100, 32, 64), (32, 100, 128, 256))."""
+    """"tiny,32x100x128x256" -> ((1, 100, 32, 64), (32, 100, 128, 256)): names of SHAPES or
+    NxTxDxH."""
     shapes = []
     for item in text.split(","):
+        if item.strip().lower() in SHAPES:
+            shapes.append(SHAPES[item.strip().lower()])
+            continue
         parts = item.strip().lower().split("x")
         if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise ValueError(f"shape {item!r} is not NxTxDxH with positive integers")
+            raise ValueError(f"shape {item!r} is neither one of {', '.join(SHAPES)} nor "
+                             "NxTxDxH with positive integers")
         shapes.append(tuple(int(p) for p in parts))
     return tuple(shapes)
 
@@ -101,6 +125,51 @@ def have_torch():
     except ImportError:
         return False
     return True
+
+
+def have_onnxruntime():
+    """onnxruntime and onnx (to build the model with ``onnx.helper``) are both importable."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def impls_for(mode, impls=PEERS):
+    """The implementations of ``impls`` that can run ``mode``: onnxruntime is inference only."""
+    return [i for i in impls if mode == "infer" or i != "onnxruntime"]
+
+
+def env_threads():
+    """The thread count in force for BLAS, from OPENBLAS_NUM_THREADS (1 when unset)."""
+    try:
+        return max(1, int(os.environ.get("OPENBLAS_NUM_THREADS") or 1))
+    except ValueError:
+        return 1
+
+
+def step_flops(cell, shape, mode):
+    """Floating-point operations of one call: the one place they are counted.
+
+    Only the matrix products, 2 FLOPs per multiply-add; the pointwise work (activations, gate
+    arithmetic, bias, the column sums of db) is ignored. With G gate blocks:
+
+    - forward (``infer``): the input projection ``X @ Wx``, 2*N*T*D*G*H, and the recurrence
+      ``h_{t-1} @ Wh`` over T steps, 2*N*T*H*G*H;
+    - ``train`` adds the backward, twice each forward product: ``dxs = dA @ Wx.T`` and
+      ``dWx = X.T @ dA`` (2 x 2*N*T*D*G*H), ``dh = dA @ Wh.T`` and ``dWh = H.T @ dA``
+      (2 x 2*N*T*H*G*H); so a training step is 3x the forward.
+
+    The same count applies to every implementation (the GRU's reset-after split of its
+    recurrent product, or a skipped first product with h0 = 0, do not change it), so GFLOP/s
+    and time ratios tell the same story.
+    """
+    N, T, D, H = shape
+    G = GATES[cell]
+    forward = 2 * N * T * D * G * H + 2 * N * T * H * G * H
+    return 3 * forward if mode == "train" else forward
 
 
 class Problem:
@@ -254,8 +323,205 @@ class TorchRunner:
         return res
 
 
-def make_runner(impl, p):
-    return TorchRunner(impl, p) if impl == "torch" else ArrayRunner(impl, p)
+ONNX_OPSET, ONNX_IR_VERSION = 14, 8  # as in tests/test_onnx.py: IR 8 loads in onnxruntime
+
+
+def onnx_model(p):
+    """A one-node ONNX model of p's cell with p's weights, batch-first like the others.
+
+    Graph: X [N, T, D] -> Transpose -> ``LSTM``/``GRU``/``RNN`` (W, R, B initializers from
+    ``convert.to_onnx``, attributes from ``convert.onnx_attributes``; GRU
+    ``linear_before_reset=1``) -> Y [T, 1, N, H] -> Squeeze -> Transpose -> hs [N, T, H], and
+    Y_h (Y_c) [1, N, H] -> Squeeze -> h_T (c_T) [N, H]. The transposes are in the graph because
+    onnxruntime's CPU kernels refuse ``layout=1`` (batch-first): they are part of the timed
+    work, as fastcells' own batch-first handling is. No initial states: zeros, as for the others.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fastcells import convert
+
+    N, T, D, H = p.shape
+    options = {"lstm": {}, "gru": {"reset_after": True}, "rnn": {"nonlinearity": "tanh"}}
+    params = [convert.Params(p.cell, p.Wx, p.Wh, p.b, options[p.cell])]
+    W, R, B = convert.to_onnx(params)
+    inits = [numpy_helper.from_array(a, n) for a, n in ((W, "W"), (R, "R"), (B, "B"))]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "axis0"))
+    states = ["Y_h", "Y_c"] if p.cell == "lstm" else ["Y_h"]
+    finals = ["h_T", "c_T"] if p.cell == "lstm" else ["h_T"]
+    nodes = [
+        helper.make_node("Transpose", ["xs"], ["X"], perm=[1, 0, 2]),
+        helper.make_node(p.cell.upper(), ["X", "W", "R", "B"], ["Y", *states],
+                         **convert.onnx_attributes(params)),
+        helper.make_node("Squeeze", ["Y", "axis1"], ["Y_tnh"]),
+        helper.make_node("Transpose", ["Y_tnh"], ["hs"], perm=[1, 0, 2]),
+    ]
+    nodes += [helper.make_node("Squeeze", [s, "axis0"], [f]) for s, f in zip(states, finals)]
+    info = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes, f"fastcells_bench_{p.cell}", [info("xs", TensorProto.FLOAT, [N, T, D])],
+        [info("hs", TensorProto.FLOAT, [N, T, H])]
+        + [info(f, TensorProto.FLOAT, [N, H]) for f in finals], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+    model.ir_version = ONNX_IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+class OnnxRunner:
+    """onnxruntime's CPUExecutionProvider on ``onnx_model(p)``: inference only.
+
+    The session runs ``threads`` intra-op threads and one inter-op thread (sequential
+    execution), with onnxruntime's default graph optimizations and thread spinning.
+    """
+
+    library = "onnxruntime"
+
+    def __init__(self, impl, p, threads=1):
+        import onnxruntime
+        self.impl, self.p = impl, p
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        self.session = onnxruntime.InferenceSession(
+            onnx_model(p).SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.names = [o.name for o in self.session.get_outputs()]
+        self.feeds = {"xs": p.xs}
+
+    def train(self):
+        raise NotImplementedError("onnxruntime runs inference only")
+
+    def infer(self):
+        return self.session.run(None, self.feeds)
+
+    def results(self, mode, out):
+        return dict(zip(self.names, out))
+
+
+def make_runner(impl, p, threads=None):
+    """The runner of ``impl`` (one of PEERS) on problem p; ``threads`` is onnxruntime's
+    intra-op thread count (default: ``env_threads()``); torch's is set globally by the caller
+    (``torch.set_num_threads``), the BLAS libraries' by the environment."""
+    if impl == "torch":
+        return TorchRunner(impl, p)
+    if impl == "onnxruntime":
+        return OnnxRunner(impl, p, env_threads() if threads is None else threads)
+    return ArrayRunner(impl, p)
+
+
+# ----------------------------------------------------------------------------------------------
+# Peak memory of one call
+# ----------------------------------------------------------------------------------------------
+_PROFILER_NOISE = ("profiler_start", "profiler_stop", "Memory block of unknown size")
+
+
+class _FilteredStderr:
+    """Capture file descriptor 2 (where torch's profiler prints a line at every start and stop)
+    and pass on, afterwards, the lines that are not that noise."""
+
+    def __enter__(self):
+        import tempfile
+        sys.stderr.flush()
+        self.tmp = tempfile.TemporaryFile(mode="w+b")
+        self.saved = os.dup(2)
+        os.dup2(self.tmp.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.tmp.seek(0)
+        for line in self.tmp.read().decode(errors="replace").splitlines():
+            if not any(noise in line for noise in _PROFILER_NOISE):
+                print(line, file=sys.stderr)
+        self.tmp.close()
+        return False
+
+
+def peak_memory(runner, mode):
+    """(peak, kept): bytes allocated by one call of ``runner.<mode>()`` and alive at the same
+    time at the worst moment, and bytes still held by what the call returned.
+
+    Both count the call's own allocations only, never its inputs (xs, weights, dhs): outputs,
+    final states, the forward's cache, gradients and temporaries. They are the sizes asked
+    of the allocator, not pages touched:
+
+    - fastcells and the twin: ``tracemalloc`` (numpy reports its array buffers to it; fastcells
+      allocates every buffer through numpy, its C code allocates nothing). BLAS's internal
+      buffers, allocated once per process by OpenBLAS, are not counted.
+    - torch: the CPU allocator's events in ``torch.profiler`` (``profile_memory=True``): the
+      running sum of the sizes allocated and freed during the call, sorted by time; the peak of
+      that sum is the peak, its end value what was kept. oneDNN/OpenMP internals are not
+      counted, like BLAS's.
+
+    The training step kept value is its outputs and gradients (the cache is freed with it);
+    inference keeps its outputs and final states.
+    """
+    fn = getattr(runner, mode)
+    gc.collect()
+    if runner.impl == "torch":
+        from torch.profiler import ProfilerActivity, profile
+        with _FilteredStderr():
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                out = fn()
+        events = sorted((e for e in prof.profiler.kineto_results.events()
+                         if e.name() == "[memory]"), key=lambda e: e.start_ns())
+        total = peak = 0
+        for e in events:
+            total += e.nbytes()
+            peak = max(peak, total)
+        del out
+        return peak, total
+    import tracemalloc
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        out = fn()
+        kept, peak = tracemalloc.get_traced_memory()
+        del out
+    finally:
+        if started:
+            tracemalloc.stop()
+    return peak - base, kept - base
+
+
+# ----------------------------------------------------------------------------------------------
+# The machine's single-thread SGEMM throughput, the yardstick of GFLOP/s
+# ----------------------------------------------------------------------------------------------
+SGEMM_SIZE = 1024
+
+
+def sgemm_gflops(n=SGEMM_SIZE, samples=7, min_time=0.05):
+    """GFLOP/s of C = A @ B, float32 n x n x n, through SciPy's BLAS (``scipy.linalg.blas.sgemm``,
+    the OpenBLAS fastcells calls), at the thread count in force; one sample per entry of the
+    returned list (each the mean of back-to-back calls lasting >= ``min_time``), after a warm-up.
+    Fortran-ordered operands and a preallocated C, so nothing is copied."""
+    from scipy.linalg.blas import sgemm
+    rng = np.random.default_rng(0)
+    a = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
+    b = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
+    c = np.zeros((n, n), np.float32, order="F")
+
+    def call():
+        return sgemm(1.0, a, b, 0.0, c, overwrite_c=True)
+
+    (_, first) = _timed(call)
+    (_, second) = _timed(call)
+    k = max(1, math.ceil(min_time / second))
+    out = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        for _ in range(k):
+            call()
+        out.append(2.0 * n ** 3 / ((time.perf_counter() - t0) / k) / 1e9)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -585,6 +851,68 @@ def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def verify_problem(p, impls, pacer, modes=MODES, threads=1):
+    """Phase 1 for one problem: run the twin once (its results are the reference), then run
+    every other implementation of ``impls`` in every mode of ``modes`` once and check it
+    (``verify``; a mismatch raises VerificationError before anything is timed).
+
+    These calls also warm up and give the cost estimates. Returns the Cases, in the order
+    mode, impl (onnxruntime only for ``infer``), and {impl: largest error against the twin}.
+    """
+    pacer.switch_to("numpy BLAS")
+    twin = ArrayRunner("twin", p)
+    out, t_fwd = _timed(lambda: twin.forward(p.xs, p.Wx, p.Wh, p.b))
+    grads, t_bwd = _timed(lambda: twin.backward(out[2], p.dhs))
+    ref_train = twin.results("train", (out[0], out[1], grads))
+    ref_infer = {k: ref_train[k] for k in ("hs", "h_T", "c_T") if k in ref_train}
+    del out, grads
+    cases, errs = [], {}
+    for mode in modes:
+        for impl in impls_for(mode, impls):
+            runner = make_runner(impl, p, threads)
+            case = Case(p, mode, runner)
+            pacer.switch_to(runner.library)
+            if impl == "twin" and mode == "train":
+                case.est, case.err = t_fwd + t_bwd, 0.0
+            elif impl == "twin":  # the twin's forward is its inference
+                case.est, case.err = _refine(case.fn, t_fwd), 0.0
+            else:
+                res, t_first = _timed(case.fn)
+                what = f"{impl} {p.cell} {mode} {p.label}"
+                case.err = verify(runner.results(mode, res),
+                                  ref_train if mode == "train" else ref_infer, what)
+                del res
+                errs[impl] = max(errs.get(impl, 0.0), case.err)
+                case.est = _refine(case.fn, t_first)
+            cases.append(case)
+    return cases, errs
+
+
+def time_cases(cases, deadline, repeat, pacer):
+    """Phase 2: time every case, replanning the sample counts before each one so that all of
+    them fit before ``deadline`` (``plan_samples``, at most ``repeat`` samples per case).
+
+    The first sample corrects the estimate (a first call can be much slower than the rest).
+    """
+    pause = SWITCH_PAUSE if pacer.threads > 1 else 0.0
+
+    def planned(i):
+        left = deadline - time.perf_counter() - pause * (len(cases) - i)
+        done = cases[i].sample_cost * len(cases[i].samples)  # already spent on case i
+        return plan_samples([c.sample_cost for c in cases[i:]], left + done, repeat)[0]
+
+    for i, case in enumerate(cases):
+        pacer.switch_to(case.runner.library)
+        case.est = case.sample()
+        k = max(1, math.ceil(MIN_SAMPLE_TIME / case.est))
+        if k != case.k:  # the estimate was off: that sample was a warm-up
+            case.samples.clear()
+            case.k = k
+        n = planned(i)
+        while len(case.samples) < n:
+            case.sample()
+
+
 def run(args):
     """Verify every cell and shape, then time them; return the Cases and the impls used."""
     start = time.perf_counter()
@@ -602,55 +930,14 @@ def run(args):
         for shape in args.shapes:
             t0 = time.perf_counter()
             p = make_problem(cell, shape)
-            pacer.switch_to("numpy BLAS")
-            twin = ArrayRunner("twin", p)
-            out, t_fwd = _timed(lambda: twin.forward(p.xs, p.Wx, p.Wh, p.b))
-            grads, t_bwd = _timed(lambda: twin.backward(out[2], p.dhs))
-            ref_train = twin.results("train", (out[0], out[1], grads))
-            ref_infer = {k: ref_train[k] for k in ("hs", "h_T", "c_T") if k in ref_train}
-            errs = {}
-            for mode in MODES:
-                for impl in impls:
-                    runner = make_runner(impl, p)
-                    case = Case(p, mode, runner)
-                    pacer.switch_to(runner.library)
-                    if impl == "twin" and mode == "train":
-                        case.est, case.err = t_fwd + t_bwd, 0.0
-                    elif impl == "twin":  # the twin's forward is its inference
-                        case.est, case.err = _refine(case.fn, t_fwd), 0.0
-                    else:
-                        res, t_first = _timed(case.fn)
-                        what = f"{impl} {cell} {mode} {p.label}"
-                        case.err = verify(runner.results(mode, res),
-                                          ref_train if mode == "train" else ref_infer, what)
-                        del res
-                        errs[impl] = max(errs.get(impl, 0.0), case.err)
-                        case.est = _refine(case.fn, t_first)
-                    cases.append(case)
+            more, errs = verify_problem(p, impls, pacer, threads=args.threads)
+            cases += more
             _log(f"verified {cell} {p.label}: max rel err vs twin "
                  + ", ".join(f"{i} {e:.1e}" for i, e in errs.items())
                  + f" ({time.perf_counter() - t0:.1f} s)")
-            del out, grads, ref_train, ref_infer
 
-    # Phase 2: time everything, replanning the sample counts before each case.
-    # The first sample corrects the estimate (a first call can be much slower than the rest).
-    pause = SWITCH_PAUSE if args.threads > 1 else 0.0
-
-    def planned(i):
-        left = deadline - time.perf_counter() - pause * (len(cases) - i)
-        done = cases[i].sample_cost * len(cases[i].samples)  # already spent on case i
-        return plan_samples([c.sample_cost for c in cases[i:]], left + done, args.repeat)[0]
-
-    for i, case in enumerate(cases):
-        pacer.switch_to(case.runner.library)
-        case.est = case.sample()
-        k = max(1, math.ceil(MIN_SAMPLE_TIME / case.est))
-        if k != case.k:  # the estimate was off: that sample was a warm-up
-            case.samples.clear()
-            case.k = k
-        n = planned(i)
-        while len(case.samples) < n:
-            case.sample()
+    # Phase 2: time everything.
+    time_cases(cases, deadline, args.repeat, pacer)
     _log(f"done in {time.perf_counter() - start:.1f} s")
     return cases, impls, cells
 

@@ -1,17 +1,23 @@
-"""The LSTM kernels: fused forward and backward over whole sequences.
+"""The LSTM kernels: fused forward and backward over whole sequences, and the one-step cell.
 
-What this module is: three loops that trust their arguments (fastcells.lstm validates, allocates
-and documents them), run entirely without the GIL, and allocate nothing.
+What this module is: loops that trust their arguments (fastcells.lstm and fastcells.layers
+validate, allocate and document them), run entirely without the GIL, and allocate nothing.
 What it is not: an API. Shapes use N, T, D, H; sequence arrays are (N*T, W) in the layout of
 _seq.pxd; blocks are [f, g, i, o] (CONVENTIONS.md).
 
 Forward (haste's plan): gates = X @ Wx for all steps in ONE GEMM; then per step one GEMM
-gates[t] += h_{t-1} @ Wh and one fused C pass (bias, activations, c_t, h_t).
-Training caches exactly what backward needs: the activated gates, h_{t-1} and c_{t-1} of every
-step (Hp, Cp: step 0 holds h0, c0) and tanh(c_t) (TC), all in the layout of the input.
-Backward: per step (in reverse) one fused C pass giving dA (the gradient of the pre-activations)
-and one GEMM dh_{t-1} = dA_t @ Whᵀ; then ONE GEMM each for dWx, dWh, dX and a column sum for db.
+gates[t] += h_{t-1} @ Wh (the packed GEMM, Wh packed once per call) and one fused C pass (bias,
+activations, c_t, h_t). Training caches exactly what backward needs: the activated gates,
+h_{t-1} and c_{t-1} of every step (Hp, Cp: step 0 holds h0, c0) and tanh(c_t) (TC), all in the
+layout of the input. Backward: per step (in reverse) one fused C pass giving dA (the gradient of
+the pre-activations) and one GEMM dh_{t-1} = dA_t @ Whᵀ; then ONE GEMM each for dWx, dWh, dX and
+a column sum for db.
+
+Each loop is a `cdef ... nogil` core over pointers; the `def` wrappers take typed memoryviews
+(the sequence API) or, for the one-step cell whose fixed cost per call matters, ndarrays whose
+data pointers are read through the NumPy C API (a memoryview argument costs ~0.6 µs).
 """
+cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
@@ -19,6 +25,8 @@ from ._blas cimport gemm, pack
 from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
 from ._seq cimport Layout, colsum, cptr, make_layout, packed_or_null, project, ptr, step_gemm
+
+cnp.import_array()
 
 
 cdef inline void fwd_step(Py_ssize_t N, Py_ssize_t H, floating *gates, Py_ssize_t ld_g,
@@ -48,6 +56,60 @@ cdef inline void bwd_step(Py_ssize_t N, Py_ssize_t H, const floating *gates, Py_
                              dA, ld_dA, lengths, t)
 
 
+# ---- the loops ---------------------------------------------------------------------------------
+cdef void train_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
+                     const floating *Wx, const floating *Wh, const floating *b,
+                     const int64_t *lens, floating *Y, floating *G, floating *hp,
+                     floating *cp, floating *TC, floating *hT, floating *cT,
+                     floating *wp) noexcept nogil:
+    """Training forward. Hp (hp), Cp (cp): step 0 holds h0, c0; only written for T > 1."""
+    cdef Py_ssize_t N = L.N, T = L.T, G4 = 4 * H
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H     # width-H arrays: step offset, row stride
+    cdef Py_ssize_t gs = L.ts * G4, ldg = L.ns * G4   # width-4H arrays
+    cdef floating *h_next
+    cdef floating *c_next
+    cdef Py_ssize_t t, ld_next
+    if wp != NULL:
+        pack(H, G4, Wh, G4, False, wp)
+    # gates = X @ Wx  (all steps)
+    project(L, X, D, 0, T, Wx, G4, G, gs, ldg)
+    for t in range(T):
+        # gates[t] += h_{t-1} @ Wh
+        step_gemm(N, G4, H, hp + t * hs, ldh, Wh, G4, False, wp, 1, G + t * gs, ldg)
+        if t + 1 < T:
+            h_next, c_next, ld_next = hp + (t + 1) * hs, cp + (t + 1) * hs, ldh
+        else:
+            h_next, c_next, ld_next = hT, cT, H
+        fwd_step(N, H, G + t * gs, ldg, b, cp + t * hs, ldh, c_next, ld_next,
+                 hp + t * hs, ldh, h_next, ld_next, Y + t * hs, ldh, TC + t * hs, ldh, lens, t)
+
+
+cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
+                        const floating *Wx, const floating *Wh, const floating *G,
+                        const floating *hp, const floating *cp, const floating *TC,
+                        const int64_t *lens, const floating *dY, bint has_dy, floating *dh,
+                        floating *dc, floating *A, floating *dX, floating *dWx,
+                        floating *dWh, floating *db, floating *wp) noexcept nogil:
+    cdef Py_ssize_t N = L.N, T = L.T, G4 = 4 * H
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef Py_ssize_t gs = L.ts * G4, ldg = L.ns * G4
+    cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
+    cdef Py_ssize_t t
+    if wp != NULL:
+        pack(G4, H, Wh, G4, True, wp)
+    for t in range(T - 1, -1, -1):
+        bwd_step(N, H, G + t * gs, ldg, cp + t * hs, ldh, TC + t * hs, ldh, dY + t * dys, ldy,
+                 dh, dc, A + t * gs, ldg, lens, t)
+        # dh_{t-1} += dA_t @ Whᵀ
+        step_gemm(N, H, G4, A + t * gs, ldg, Wh, G4, True, wp, 1, dh, H)
+    # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
+    gemm(True, False, D, G4, N * T, 1, X, D, A, G4, 0, dWx, G4)
+    gemm(True, False, H, G4, N * T, 1, hp, H, A, G4, 0, dWh, G4)
+    gemm(False, True, N * T, D, G4, 1, A, G4, Wx, G4, 0, dX, D)
+    colsum(N * T, G4, A, G4, db)
+
+
+# ---- the sequence API (typed memoryviews) -----------------------------------------------------
 def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
                   const floating[:, ::1] Wx,      # (D, 4H)
                   const floating[:, ::1] Wh,      # (H, 4H)
@@ -63,32 +125,11 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
                   floating[:, ::1] cT,            # out (N, H)
                   floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
     cdef Layout L = make_layout(N, T, time_major)
-    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G4 = 4 * H
-    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H     # width-H arrays: step offset, row stride
-    cdef Py_ssize_t gs = L.ts * G4, ldg = L.ns * G4   # width-4H arrays
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
-    cdef floating *G = &gates[0, 0]
-    cdef floating *hp = &Hp[0, 0]
-    cdef floating *cp = &Cp[0, 0]
-    cdef floating *h_next
-    cdef floating *c_next
-    cdef Py_ssize_t t, ld_next
-    cdef floating *wp = packed_or_null(Wp)
     with nogil:
-        if wp != NULL:
-            pack(H, G4, &Wh[0, 0], G4, False, wp)
-        # gates = X @ Wx  (all steps)
-        project(L, cptr(X), D, 0, T, cptr(Wx), G4, G, gs, ldg)
-        for t in range(T):
-            # gates[t] += h_{t-1} @ Wh
-            step_gemm(N, G4, H, hp + t * hs, ldh, &Wh[0, 0], G4, False, wp, 1, G + t * gs, ldg)
-            if t + 1 < T:
-                h_next, c_next, ld_next = hp + (t + 1) * hs, cp + (t + 1) * hs, ldh
-            else:
-                h_next, c_next, ld_next = &hT[0, 0], &cT[0, 0], H
-            fwd_step(N, H, G + t * gs, ldg, &b[0], cp + t * hs, ldh, c_next, ld_next,
-                     hp + t * hs, ldh, h_next, ld_next, &Y[0, 0] + t * hs, ldh,
-                     &TC[0, 0] + t * hs, ldh, lens, t)
+        train_loop(L, X.shape[1], Wh.shape[0], cptr(X), cptr(Wx), &Wh[0, 0], &b[0], lens,
+                   &Y[0, 0], &gates[0, 0], &Hp[0, 0], &Cp[0, 0], &TC[0, 0], &hT[0, 0],
+                   &cT[0, 0], packed_or_null(Wp))
 
 
 def forward_infer(const floating[:, ::1] X,       # (N*T, D)
@@ -154,25 +195,81 @@ def backward(const floating[:, ::1] X,            # (N*T, D) the forward's input
              floating[::1] db,                    # out (4H,)
              floating[::1] Wp):                   # work: Whᵀ packed, or empty (use BLAS)
     cdef Layout L = make_layout(N, T, time_major)
-    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G4 = 4 * H
-    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
-    cdef Py_ssize_t gs = L.ts * G4, ldg = L.ns * G4
-    cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
-    cdef floating *A = &dA[0, 0]
-    cdef Py_ssize_t t
-    cdef floating *wp = packed_or_null(Wp)
     with nogil:
-        if wp != NULL:
-            pack(G4, H, &Wh[0, 0], G4, True, wp)
-        for t in range(T - 1, -1, -1):
-            bwd_step(N, H, &gates[0, 0] + t * gs, ldg, &Cp[0, 0] + t * hs, ldh,
-                     &TC[0, 0] + t * hs, ldh, &dY[0, 0] + t * dys, ldy, &dh[0, 0], &dc[0, 0],
-                     A + t * gs, ldg, lens, t)
-            # dh_{t-1} += dA_t @ Whᵀ
-            step_gemm(N, H, G4, A + t * gs, ldg, &Wh[0, 0], G4, True, wp, 1, &dh[0, 0], H)
-        # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
-        gemm(True, False, D, G4, N * T, 1, cptr(X), D, A, G4, 0, ptr(dWx), G4)
-        gemm(True, False, H, G4, N * T, 1, &Hp[0, 0], H, A, G4, 0, &dWh[0, 0], G4)
-        gemm(False, True, N * T, D, G4, 1, A, G4, cptr(Wx), G4, 0, ptr(dX), D)
-        colsum(N * T, G4, A, G4, &db[0])
+        backward_loop(L, X.shape[1], Wh.shape[0], cptr(X), cptr(Wx), &Wh[0, 0], &gates[0, 0],
+                      &Hp[0, 0], &Cp[0, 0], &TC[0, 0], lens, &dY[0, 0], has_dy, &dh[0, 0],
+                      &dc[0, 0], &dA[0, 0], ptr(dX), ptr(dWx), &dWh[0, 0], &db[0],
+                      packed_or_null(Wp))
+
+
+# ---- the one-step cell (ndarrays, checked by fastcells.layers.LSTM) ----------------------------
+cdef inline void *data(cnp.ndarray a) noexcept:
+    return cnp.PyArray_DATA(a)
+
+
+cdef void cell_forward_t(floating *x, floating *h, floating *c, floating *Wx, floating *Wh,
+                         floating *b, floating *gates, floating *tanh_c, floating *h_next,
+                         floating *c_next, Py_ssize_t N, Py_ssize_t D,
+                         Py_ssize_t H) noexcept nogil:
+    # T = 1: Hp, Cp are h, c themselves (only step 0 is read); hs and h_T are both h_next
+    train_loop(make_layout(N, 1, False), D, H, x, Wx, Wh, b, NULL, h_next, gates, h, c, tanh_c,
+               h_next, c_next, NULL)
+
+
+def cell_forward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray c, cnp.ndarray Wx, cnp.ndarray Wh,
+                 cnp.ndarray b, cnp.ndarray gates, cnp.ndarray tanh_c, cnp.ndarray h_next,
+                 cnp.ndarray c_next):
+    """One step: x (N, D), h, c (N, H) -> h_next, c_next (N, H); gates (N, 4H) and tanh_c
+    (N, H) receive what cell_backward needs. C-contiguous, aligned, one float dtype."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], H = Wh.shape[0]
+    cdef void *p[10]
+    cdef int k
+    for k, a in enumerate((x, h, c, Wx, Wh, b, gates, tanh_c, h_next, c_next)):
+        p[k] = data(a)
+    if x.descr.type_num == cnp.NPY_FLOAT32:
+        with nogil:
+            cell_forward_t(<float *> p[0], <float *> p[1], <float *> p[2], <float *> p[3],
+                           <float *> p[4], <float *> p[5], <float *> p[6], <float *> p[7],
+                           <float *> p[8], <float *> p[9], N, D, H)
+    else:
+        with nogil:
+            cell_forward_t(<double *> p[0], <double *> p[1], <double *> p[2], <double *> p[3],
+                           <double *> p[4], <double *> p[5], <double *> p[6], <double *> p[7],
+                           <double *> p[8], <double *> p[9], N, D, H)
+
+
+cdef void cell_backward_t(floating *x, floating *h, floating *c, floating *Wx, floating *Wh,
+                          floating *gates, floating *tanh_c, floating *dh_next, floating *dh,
+                          floating *dc, floating *dA, floating *dx, floating *dWx,
+                          floating *dWh, floating *db, Py_ssize_t N, Py_ssize_t D,
+                          Py_ssize_t H) noexcept nogil:
+    backward_loop(make_layout(N, 1, False), D, H, x, Wx, Wh, gates, h, c, tanh_c, NULL,
+                  dh_next, True, dh, dc, dA, dx, dWx, dWh, db, NULL)
+
+
+def cell_backward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray c, cnp.ndarray Wx, cnp.ndarray Wh,
+                  cnp.ndarray gates, cnp.ndarray tanh_c, cnp.ndarray dh_next, cnp.ndarray dh,
+                  cnp.ndarray dc, cnp.ndarray dA, cnp.ndarray dx, cnp.ndarray dWx,
+                  cnp.ndarray dWh, cnp.ndarray db):
+    """Backward of cell_forward: dh (zeros in) and dc (dc_next in) become dh_prev and dc_prev;
+    dA (N, 4H) is work; dx, dWx, dWh, db are written."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], H = Wh.shape[0]
+    cdef void *p[15]
+    cdef int k
+    for k, a in enumerate((x, h, c, Wx, Wh, gates, tanh_c, dh_next, dh, dc, dA, dx, dWx, dWh,
+                           db)):
+        p[k] = data(a)
+    if x.descr.type_num == cnp.NPY_FLOAT32:
+        with nogil:
+            cell_backward_t(<float *> p[0], <float *> p[1], <float *> p[2], <float *> p[3],
+                            <float *> p[4], <float *> p[5], <float *> p[6], <float *> p[7],
+                            <float *> p[8], <float *> p[9], <float *> p[10], <float *> p[11],
+                            <float *> p[12], <float *> p[13], <float *> p[14], N, D, H)
+    else:
+        with nogil:
+            cell_backward_t(<double *> p[0], <double *> p[1], <double *> p[2], <double *> p[3],
+                            <double *> p[4], <double *> p[5], <double *> p[6], <double *> p[7],
+                            <double *> p[8], <double *> p[9], <double *> p[10],
+                            <double *> p[11], <double *> p[12], <double *> p[13],
+                            <double *> p[14], N, D, H)

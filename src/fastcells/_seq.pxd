@@ -6,7 +6,7 @@
 # N rows of step t start at element t*ts*W and lie ns*W elements apart: one pointer and one
 # leading dimension describe them, for BLAS and for the pointwise C passes alike.
 from cython cimport floating
-from ._blas cimport gemm, gemm_packed
+from ._blas cimport gemm, gemm_packed, gemv
 from ._csrc cimport fc_colsum_f32, fc_colsum_f64
 
 
@@ -32,13 +32,15 @@ cdef inline void step_gemm(Py_ssize_t N, Py_ssize_t Nc, Py_ssize_t K, const floa
     """A per-step recurrent product C (N x Nc) = A (N x K) @ op(B) + beta * C.
 
     With `packed` (op(B) packed once per call by _blas.pack) the packed GEMM, which does not
-    re-pack B on every step as BLAS does; without it (NULL: one row, N == 1) BLAS, whose GEMV
-    is the fastest matrix-vector product here.
+    re-pack B on every step as BLAS does; for one row (a batch of one) our GEMV; otherwise
+    (nothing packed: a single step) BLAS.
     """
-    if packed == NULL:
-        gemm(False, trans_b, N, Nc, K, 1, A, lda, B, ldb, beta, C, ldc)
-    else:
+    if packed != NULL:
         gemm_packed(N, Nc, K, A, lda, packed, beta, C, ldc)
+    elif N == 1:
+        gemv(Nc, K, A, B, ldb, trans_b, beta, C)
+    else:
+        gemm(False, trans_b, N, Nc, K, 1, A, lda, B, ldb, beta, C, ldc)
 
 
 cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t0,

@@ -247,10 +247,16 @@ class _Cell:
             out.append(g)
         return out
 
+    def _grad_buffers(self):
+        """Where backward writes dWx, dWh, db: the arrays of `grads` themselves when the
+        kernel can (then _write_grads has nothing to copy), else new ones."""
+        return [g if _ready(g, p.dtype, p.shape) else np.empty(p.shape, p.dtype)
+                for g, p in zip(self.grads, self.params)]
+
     def _write_grads(self, dWx, dWh, db):
-        self.grads[0][...] = dWx
-        self.grads[1][...] = dWh
-        self.grads[2][...] = db
+        for g, new in zip(self.grads, (dWx, dWh, db)):
+            if g is not new:
+                g[...] = new
 
 
 class LSTM(_Cell):
@@ -267,25 +273,22 @@ class LSTM(_Cell):
         tanh_c = np.empty((N, H), dtype)
         h_next = np.empty((N, H), dtype)
         c_next = np.empty((N, H), dtype)
-        hp, cp = h_prev.copy(), c_prev.copy()  # the kernel's state-by-step buffers (T = 1)
-        _lstm.forward_train(x, Wx, Wh, b, None, N, 1, False, h_next, gates, hp, cp, tanh_c,
-                            h_next, c_next, _NO_PACKING[dtype])
-        self.cache = (x, hp, cp, gates, tanh_c, Wx, Wh)
+        _lstm.cell_forward(x, h_prev, c_prev, Wx, Wh, b, gates, tanh_c, h_next, c_next)
+        self.cache = (x, h_prev, c_prev, gates, tanh_c, Wx, Wh)
         return h_next, c_next
 
     def backward(self, dh_next, dc_next):
-        x, hp, cp, gates, tanh_c, Wx, Wh = self.cache
-        N, H = hp.shape
+        x, h_prev, c_prev, gates, tanh_c, Wx, Wh = self.cache
+        N, H = h_prev.shape
+        dtype = Wx.dtype
         dh_next, dc = self._grads_out("LSTM.backward", [("dh_next", dh_next),
-                                                         ("dc_next", dc_next)], N, H, Wx.dtype)
-        dc = dc.copy()
-        dh = np.zeros((N, H), Wx.dtype)
-        dA = np.empty((N, 4 * H), Wx.dtype)
+                                                         ("dc_next", dc_next)], N, H, dtype)
+        dc = dc.copy()  # becomes dc_prev in place
+        dh = np.zeros((N, H), dtype)
         dx = np.empty_like(x)
-        dWx, dWh = np.empty_like(Wx), np.empty_like(Wh)
-        db = np.empty(4 * H, Wx.dtype)
-        _lstm.backward(x, Wx, Wh, gates, hp, cp, tanh_c, None, N, 1, False, dh_next, True,
-                       dh, dc, dA, dx, dWx, dWh, db, _NO_PACKING[Wx.dtype])
+        dWx, dWh, db = self._grad_buffers()
+        _lstm.cell_backward(x, h_prev, c_prev, Wx, Wh, gates, tanh_c, dh_next, dh, dc,
+                            np.empty((N, 4 * H), dtype), dx, dWx, dWh, db)
         self._write_grads(dWx, dWh, db)
         return dx, dh, dc
 
