@@ -46,6 +46,8 @@ def pytest_report_header(config):
     missing = [c for c in _bench.CELLS if c not in cells]
     if missing:
         lines.append(f"not in this build (their cases skip): {', '.join(missing)}")
+    if not _bench.have_onnxruntime():
+        lines.append("onnx/onnxruntime not installed: the onnxruntime cases skip")
     return lines
 
 

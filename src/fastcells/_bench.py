@@ -892,7 +892,9 @@ def time_cases(cases, deadline, repeat, pacer):
     """Phase 2: time every case, replanning the sample counts before each one so that all of
     them fit before ``deadline`` (``plan_samples``, at most ``repeat`` samples per case).
 
-    The first sample corrects the estimate (a first call can be much slower than the rest).
+    The first sample corrects the estimate downwards (a first call can be much slower than
+    the rest); when the calls per sample it implies differ from those it was taken with, it
+    was a warm-up and is dropped.
     """
     pause = SWITCH_PAUSE if pacer.threads > 1 else 0.0
 
@@ -903,7 +905,9 @@ def time_cases(cases, deadline, repeat, pacer):
 
     for i, case in enumerate(cases):
         pacer.switch_to(case.runner.library)
-        case.est = case.sample()
+        # Noise only ever adds time: the smaller of the two estimates is the better one (a
+        # first sample stalled by another process would otherwise leave the case 1 sample).
+        case.est = min(case.sample(), case.est)
         k = max(1, math.ceil(MIN_SAMPLE_TIME / case.est))
         if k != case.k:  # the estimate was off: that sample was a warm-up
             case.samples.clear()

@@ -213,6 +213,41 @@ def _memory_records(cases):
     return out
 
 
+class _Load:
+    """How busy the machine was with other processes while this one ran: the CPU time of the
+    whole machine (/proc/stat: user, nice, system, irq, softirq) minus this process's own
+    (threads included), per second of wall time, in cores; and the hypervisor's steal time.
+    None where /proc/stat is not readable (not Linux)."""
+
+    FIELDS = (0, 1, 2, 5, 6)  # user nice system [idle iowait] irq softirq
+
+    def __init__(self):
+        self.start = self._read()
+
+    @staticmethod
+    def _read():
+        try:
+            with open("/proc/stat") as f:
+                values = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        own = os.times()
+        return (time.perf_counter(), sum(values[i] for i in _Load.FIELDS),
+                values[7] if len(values) > 7 else 0, own.user + own.system)
+
+    def result(self):
+        end = self._read()
+        if self.start is None or end is None:
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        wall = end[0] - self.start[0]
+        busy = (end[1] - self.start[1]) / hz
+        steal = (end[2] - self.start[2]) / hz
+        own = end[3] - self.start[3]
+        return {"wall_s": wall, "other_cores": max(0.0, busy - own) / wall,
+                "steal_cores": steal / wall, "own_cores": own / wall}
+
+
 def child_main(args):
     """Run one thread count; write its results (or its verification failure) as JSON."""
     threads = args.threads[0]
@@ -224,9 +259,11 @@ def child_main(args):
     result = {"threads": threads, "machine": _machine(),
               "env": {v: os.environ.get(v) for v in _bench.THREAD_VARS}}
     pacer = _bench._Pacer(threads)
+    load = _Load()
 
     def write(status):
         result["status"] = status
+        result["load"] = load.result()
         result["wall_s"] = time.perf_counter() - start
         with open(args.child_json, "w") as f:
             json.dump(result, f)
@@ -468,8 +505,11 @@ def machine_lines(report):
     for r in report["runs"]:
         env = " ".join(f"{k}={v}" for k, v in r["env"].items())
         extra = f", torch.get_num_threads()={r['torch_threads']}" if "torch_threads" in r else ""
+        busy = r.get("load")
+        busy = ("" if not busy else f"; meanwhile other processes kept {busy['other_cores']:.2f} "
+                f"cores busy on average (steal {busy['steal_cores']:.2f})")
         lines.append(f"- {r['threads']} thread{'s' if r['threads'] > 1 else ''}: one process, "
-                     f"{env}{extra}; {r['wall_s']:.0f} s")
+                     f"{env}{extra}; {r['wall_s']:.0f} s{busy}")
         if r.get("skipped_cells"):
             lines.append(f"  - skipped (no fast kernel in this build): "
                          f"{', '.join(r['skipped_cells'])}")
@@ -587,8 +627,9 @@ def plot(report, path):
         ax.yaxis.set_major_formatter(fmt)
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: ""))
     m = report["machine"]
-    fig.suptitle("fastcells speedup over each peer (> 1: fastcells faster), float32, median "
-                 f"times; {m['cpu']}, {m['usable_cores']} cores", fontsize=10)
+    fig.suptitle("fastcells' speedup over each peer: peer time / fastcells time (> 1: fastcells "
+                 f"faster), median times, float32\n{m['cpu']}, {m['usable_cores']} cores; "
+                 f"{report['date'][:10]}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

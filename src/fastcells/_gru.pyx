@@ -12,6 +12,7 @@ G[:, 2H:] += rh @ Wh[:, 2H:] and a C pass giving ĥ and h_t: two GEMMs on column
 h_{t-1} (Hp). Backward mirrors it with two GEMMs per step; after the loop dWh[:, :2H] and
 dWh[:, 2H:] are one GEMM each (from Hp and RH).
 """
+cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
@@ -23,6 +24,8 @@ from ._csrc cimport fc_gru_rb_bwd_out_f32, fc_gru_rb_bwd_out_f64
 from ._csrc cimport fc_gru_rb_fwd_gates_f32, fc_gru_rb_fwd_gates_f64
 from ._csrc cimport fc_gru_rb_fwd_out_f32, fc_gru_rb_fwd_out_f64
 from ._seq cimport Layout, colsum, cptr, make_layout, packed_or_null, project, ptr, step_gemm
+
+cnp.import_array()
 
 
 # ---- dispatch by dtype to the C passes (contracts in csrc/fastcells.h) ----------------------
@@ -139,6 +142,84 @@ cdef inline const floating *second(const floating *wp, Py_ssize_t offset) noexce
     return NULL if wp == NULL else wp + offset
 
 
+# ---- the loops ---------------------------------------------------------------------------------
+cdef void train_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
+                     const floating *Wx, const floating *Wh, const floating *b,
+                     const int64_t *lens, bint reset_after, floating *Y, floating *g,
+                     floating *s, floating *hp, floating *U, floating *hT,
+                     floating *wp) noexcept nogil:
+    """Training forward. Hp (hp): step 0 holds h0; only written for T > 1."""
+    cdef Py_ssize_t N = L.N, T = L.T, G3 = 3 * H
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef Py_ssize_t gs = L.ts * G3, ldg = L.ns * G3
+    cdef const floating *wp_h = second(wp, packed_size(<floating> 0, H, 2 * H))
+    cdef floating *h_next
+    cdef Py_ssize_t t, ld_next
+    pack_forward(H, Wh, reset_after, wp)
+    # G = X @ Wx  (all steps)
+    project(L, X, D, 0, T, Wx, G3, g, gs, ldg)
+    for t in range(T):
+        if t + 1 < T:
+            h_next, ld_next = hp + (t + 1) * hs, ldh
+        else:
+            h_next, ld_next = hT, H
+        if reset_after:
+            step_after(N, H, g + t * gs, ldg, Wh, wp, U, b, hp + t * hs, ldh, h_next, ld_next,
+                       Y + t * hs, ldh, s + t * hs, ldh, lens, t)
+        else:
+            step_before(N, H, g + t * gs, ldg, Wh, wp, wp_h, b, hp + t * hs, ldh, h_next,
+                        ld_next, Y + t * hs, ldh, s + t * hs, ldh, lens, t)
+
+
+cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
+                        const floating *Wx, const floating *w, const floating *G,
+                        const floating *s, const floating *hp, const int64_t *lens,
+                        bint reset_after, const floating *dY, bint has_dy, floating *dhp,
+                        floating *d, floating *w2, floating *dX, floating *dWx, floating *dWh,
+                        floating *db, floating *wp) noexcept nogil:
+    """w2: dU (N*T, 3H) when reset_after, else one step's drh (N, H)."""
+    cdef Py_ssize_t N = L.N, T = L.T, G3 = 3 * H, NT = N * T
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef Py_ssize_t gs = L.ts * G3, ldg = L.ns * G3
+    cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
+    cdef Py_ssize_t t
+    # packed: Whᵀ (reset_after); Wh[:, 2H:]ᵀ then Wh[:, :2H]ᵀ (reset-before)
+    cdef floating *wp_zr = <floating *> second(wp, packed_size(<floating> 0, H, H))
+    if wp != NULL and reset_after:
+        pack(G3, H, w, G3, True, wp)
+    elif wp != NULL:
+        pack(H, H, w + 2 * H, G3, True, wp)
+        pack(2 * H, H, w, G3, True, wp_zr)
+    for t in range(T - 1, -1, -1):
+        if reset_after:
+            bwd_step(N, H, G + t * gs, ldg, s + t * hs, ldh, hp + t * hs, ldh, dY + t * dys, ldy,
+                     dhp, d + t * gs, w2 + t * gs, ldg, lens, t)
+            # dh_{t-1} += dU_t @ Whᵀ
+            step_gemm(N, H, G3, w2 + t * gs, ldg, w, G3, True, wp, 1, dhp, H)
+        else:
+            rb_bwd_out(N, H, G + t * gs, ldg, hp + t * hs, ldh, dY + t * dys, ldy, dhp,
+                       d + t * gs, ldg, lens, t)
+            # drh = dA_h @ Wh[:, 2H:]ᵀ
+            step_gemm(N, H, H, d + t * gs + 2 * H, ldg, w + 2 * H, G3, True, wp, 0, w2, H)
+            rb_bwd_gates(N, H, G + t * gs, ldg, hp + t * hs, ldh, w2, dhp, d + t * gs, ldg,
+                         lens, t)
+            # dh_{t-1} += dA_zr @ Wh[:, :2H]ᵀ
+            step_gemm(N, H, 2 * H, d + t * gs, ldg, w, G3, True, wp_zr, 1, dhp, H)
+    # dWx = Xᵀ @ dA;  dX = dA @ Wxᵀ;  db (input side) = dA.sum(0)
+    gemm(True, False, D, G3, NT, 1, X, D, d, G3, 0, dWx, G3)
+    gemm(False, True, NT, D, G3, 1, d, G3, Wx, G3, 0, dX, D)
+    colsum(NT, G3, d, G3, db)
+    if reset_after:
+        # dWh = Hpᵀ @ dU;  db[1] = dU.sum(0)
+        gemm(True, False, H, G3, NT, 1, hp, H, w2, G3, 0, dWh, G3)
+        colsum(NT, G3, w2, G3, db + G3)
+    else:
+        # dWh[:, :2H] = Hpᵀ @ dA[:, :2H];  dWh[:, 2H:] = RHᵀ @ dA[:, 2H:]
+        gemm(True, False, H, 2 * H, NT, 1, hp, H, d, G3, 0, dWh, G3)
+        gemm(True, False, H, H, NT, 1, s, H, d + 2 * H, G3, 0, dWh + 2 * H, G3)
+
+
+# ---- the sequence API (typed memoryviews) -----------------------------------------------------
 def forward_train(const floating[:, ::1] X,       # (N*T, D)
                   const floating[:, ::1] Wx,      # (D, 3H)
                   const floating[:, ::1] Wh,      # (H, 3H)
@@ -152,35 +233,11 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
                   floating[:, ::1] U,             # work (N, 3H) (reset_after only)
                   floating[:, ::1] hT,            # out (N, H)
                   floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
-    cdef Layout L = make_layout(N, T, time_major)
-    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G3 = 3 * H
-    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
-    cdef Py_ssize_t gs = L.ts * G3, ldg = L.ns * G3
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
-    cdef floating *g = &G[0, 0]
-    cdef floating *hp = &Hp[0, 0]
-    cdef floating *s = &S[0, 0]
-    cdef floating *h_next
-    cdef Py_ssize_t t, ld_next
-    cdef floating *wp = packed_or_null(Wp)
-    cdef const floating *wp_h = second(wp, packed_size(<floating> 0, H, 2 * H))
     with nogil:
-        pack_forward(H, &Wh[0, 0], reset_after, wp)
-        # G = X @ Wx  (all steps)
-        project(L, cptr(X), D, 0, T, cptr(Wx), G3, g, gs, ldg)
-        for t in range(T):
-            if t + 1 < T:
-                h_next, ld_next = hp + (t + 1) * hs, ldh
-            else:
-                h_next, ld_next = &hT[0, 0], H
-            if reset_after:
-                step_after(N, H, g + t * gs, ldg, &Wh[0, 0], wp, &U[0, 0], &b[0], hp + t * hs,
-                           ldh, h_next, ld_next, &Y[0, 0] + t * hs, ldh, s + t * hs, ldh, lens,
-                           t)
-            else:
-                step_before(N, H, g + t * gs, ldg, &Wh[0, 0], wp, wp_h, &b[0], hp + t * hs,
-                            ldh, h_next, ld_next, &Y[0, 0] + t * hs, ldh, s + t * hs, ldh,
-                            lens, t)
+        train_loop(make_layout(N, T, time_major), X.shape[1], Wh.shape[0], cptr(X), cptr(Wx),
+                   &Wh[0, 0], &b[0], lens, reset_after, &Y[0, 0], &G[0, 0], &S[0, 0],
+                   &Hp[0, 0], &U[0, 0], &hT[0, 0], packed_or_null(Wp))
 
 
 def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
@@ -238,52 +295,66 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating
              floating[:, ::1] dX, floating[:, ::1] dWx, floating[:, ::1] dWh,
              floating[::1] db,                    # out (6H,) reset_after, else (3H,)
              floating[::1] Wp):                   # work: Whᵀ packed, or empty (use BLAS)
-    cdef Layout L = make_layout(N, T, time_major)
-    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G3 = 3 * H, NT = N * T
-    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
-    cdef Py_ssize_t gs = L.ts * G3, ldg = L.ns * G3
-    cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
-    cdef const floating *w = &Wh[0, 0]
-    cdef const floating *hp = &Hp[0, 0]
-    cdef const floating *s = &S[0, 0]
-    cdef floating *d = &dA[0, 0]
-    cdef floating *w2 = &W2[0, 0]
-    cdef floating *dhp = &dh[0, 0]
-    cdef Py_ssize_t t
-    # packed: Whᵀ (reset_after); Wh[:, 2H:]ᵀ then Wh[:, :2H]ᵀ (reset-before)
-    cdef floating *wp = packed_or_null(Wp)
-    cdef const floating *wp_zr = second(wp, packed_size(<floating> 0, H, H))
     with nogil:
-        if wp != NULL and reset_after:
-            pack(G3, H, w, G3, True, wp)
-        elif wp != NULL:
-            pack(H, H, w + 2 * H, G3, True, wp)
-            pack(2 * H, H, w, G3, True, <floating *> wp_zr)
-        for t in range(T - 1, -1, -1):
-            if reset_after:
-                bwd_step(N, H, &G[0, 0] + t * gs, ldg, s + t * hs, ldh, hp + t * hs, ldh,
-                         &dY[0, 0] + t * dys, ldy, dhp, d + t * gs, w2 + t * gs, ldg, lens, t)
-                # dh_{t-1} += dU_t @ Whᵀ
-                step_gemm(N, H, G3, w2 + t * gs, ldg, w, G3, True, wp, 1, dhp, H)
-            else:
-                rb_bwd_out(N, H, &G[0, 0] + t * gs, ldg, hp + t * hs, ldh,
-                           &dY[0, 0] + t * dys, ldy, dhp, d + t * gs, ldg, lens, t)
-                # drh = dA_h @ Wh[:, 2H:]ᵀ
-                step_gemm(N, H, H, d + t * gs + 2 * H, ldg, w + 2 * H, G3, True, wp, 0, w2, H)
-                rb_bwd_gates(N, H, &G[0, 0] + t * gs, ldg, hp + t * hs, ldh, w2, dhp,
-                             d + t * gs, ldg, lens, t)
-                # dh_{t-1} += dA_zr @ Wh[:, :2H]ᵀ
-                step_gemm(N, H, 2 * H, d + t * gs, ldg, w, G3, True, wp_zr, 1, dhp, H)
-        # dWx = Xᵀ @ dA;  dX = dA @ Wxᵀ;  db (input side) = dA.sum(0)
-        gemm(True, False, D, G3, NT, 1, cptr(X), D, d, G3, 0, ptr(dWx), G3)
-        gemm(False, True, NT, D, G3, 1, d, G3, cptr(Wx), G3, 0, ptr(dX), D)
-        colsum(NT, G3, d, G3, &db[0])
-        if reset_after:
-            # dWh = Hpᵀ @ dU;  db[1] = dU.sum(0)
-            gemm(True, False, H, G3, NT, 1, hp, H, w2, G3, 0, &dWh[0, 0], G3)
-            colsum(NT, G3, w2, G3, &db[0] + G3)
-        else:
-            # dWh[:, :2H] = Hpᵀ @ dA[:, :2H];  dWh[:, 2H:] = RHᵀ @ dA[:, 2H:]
-            gemm(True, False, H, 2 * H, NT, 1, hp, H, d, G3, 0, &dWh[0, 0], G3)
-            gemm(True, False, H, H, NT, 1, s, H, d + 2 * H, G3, 0, &dWh[0, 0] + 2 * H, G3)
+        backward_loop(make_layout(N, T, time_major), X.shape[1], Wh.shape[0], cptr(X),
+                      cptr(Wx), &Wh[0, 0], &G[0, 0], &S[0, 0], &Hp[0, 0], lens, reset_after,
+                      &dY[0, 0], has_dy, &dh[0, 0], &dA[0, 0], &W2[0, 0], ptr(dX), ptr(dWx),
+                      &dWh[0, 0], &db[0], packed_or_null(Wp))
+
+
+# ---- the one-step cell (ndarrays, checked by fastcells.layers.GRU) -----------------------------
+cdef inline void *data(cnp.ndarray a) noexcept:
+    return cnp.PyArray_DATA(a)
+
+
+def cell_forward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
+                 bint reset_after, cnp.ndarray G, cnp.ndarray S, cnp.ndarray U,
+                 cnp.ndarray h_next):
+    """One step: x (N, D), h (N, H) -> h_next (N, H); G (N, 3H), S (N, H) receive what
+    cell_backward needs; U (N, 3H) is work (reset_after). C-contiguous, aligned, one float
+    dtype; b flat ((6H,) or (3H,)). h is only read (T = 1: Hp is h itself)."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], H = Wh.shape[0]
+    cdef Layout L = make_layout(N, 1, False)
+    cdef void *p[9]
+    cdef int k
+    for k, a in enumerate((x, h, Wx, Wh, b, G, S, U, h_next)):
+        p[k] = data(a)
+    if x.descr.type_num == cnp.NPY_FLOAT32:
+        with nogil:
+            train_loop(L, D, H, <float *> p[0], <float *> p[2], <float *> p[3], <float *> p[4],
+                       NULL, reset_after, <float *> p[8], <float *> p[5], <float *> p[6],
+                       <float *> p[1], <float *> p[7], <float *> p[8], NULL)
+    else:
+        with nogil:
+            train_loop(L, D, H, <double *> p[0], <double *> p[2], <double *> p[3],
+                       <double *> p[4], NULL, reset_after, <double *> p[8], <double *> p[5],
+                       <double *> p[6], <double *> p[1], <double *> p[7], <double *> p[8], NULL)
+
+
+def cell_backward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray G,
+                  cnp.ndarray S, bint reset_after, cnp.ndarray dh_next, cnp.ndarray dh,
+                  cnp.ndarray dA, cnp.ndarray W2, cnp.ndarray dx, cnp.ndarray dWx,
+                  cnp.ndarray dWh, cnp.ndarray db):
+    """Backward of cell_forward: dh (zeros in) becomes dh_prev; dA (N, 3H) and W2 ((N, 3H)
+    reset_after, else (N, H)) are work; db flat."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], H = Wh.shape[0]
+    cdef Layout L = make_layout(N, 1, False)
+    cdef void *p[15]
+    cdef int k
+    for k, a in enumerate((x, h, Wx, Wh, G, S, dh_next, dh, dA, W2, dx, dWx, dWh, db)):
+        p[k] = data(a)
+    if x.descr.type_num == cnp.NPY_FLOAT32:
+        with nogil:
+            backward_loop(L, D, H, <float *> p[0], <float *> p[2], <float *> p[3],
+                          <float *> p[4], <float *> p[5], <float *> p[1], NULL, reset_after,
+                          <float *> p[6], True, <float *> p[7], <float *> p[8], <float *> p[9],
+                          <float *> p[10], <float *> p[11], <float *> p[12], <float *> p[13],
+                          NULL)
+    else:
+        with nogil:
+            backward_loop(L, D, H, <double *> p[0], <double *> p[2], <double *> p[3],
+                          <double *> p[4], <double *> p[5], <double *> p[1], NULL,
+                          reset_after, <double *> p[6], True, <double *> p[7],
+                          <double *> p[8], <double *> p[9], <double *> p[10],
+                          <double *> p[11], <double *> p[12], <double *> p[13], NULL)

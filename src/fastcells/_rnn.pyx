@@ -5,6 +5,7 @@ fused C pass; backward per step one C pass and one GEMM, then one GEMM each for 
 Training caches h_{t-1} of every step (Hp, step 0 = h0) and h_t = act(pre) (A): act' is a
 function of h_t (1 - h² for tanh, [h > 0] for relu), so no pre-activation is kept.
 """
+cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
@@ -12,6 +13,8 @@ from ._blas cimport gemm, pack
 from ._csrc cimport fc_rnn_bwd_step_f32, fc_rnn_bwd_step_f64
 from ._csrc cimport fc_rnn_fwd_step_f32, fc_rnn_fwd_step_f64
 from ._seq cimport Layout, colsum, cptr, make_layout, packed_or_null, project, ptr, step_gemm
+
+cnp.import_array()
 
 
 cdef inline void fwd_step(Py_ssize_t N, Py_ssize_t H, int act, floating *A, Py_ssize_t ld_A,
@@ -36,6 +39,54 @@ cdef inline void bwd_step(Py_ssize_t N, Py_ssize_t H, int act, const floating *A
         fc_rnn_bwd_step_f64(N, H, act, A, ld_A, dy, ld_dy, dh, dA, ld_dA, lengths, t)
 
 
+# ---- the loops ---------------------------------------------------------------------------------
+cdef void train_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
+                     const floating *Wx, const floating *Wh, const floating *b,
+                     const int64_t *lens, int act, floating *Y, floating *a, floating *hp,
+                     floating *hT, floating *wp) noexcept nogil:
+    """Training forward. Hp (hp): step 0 holds h0; only written for T > 1."""
+    cdef Py_ssize_t N = L.N, T = L.T
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef floating *h_next
+    cdef Py_ssize_t t, ld_next
+    if wp != NULL:
+        pack(H, H, Wh, H, False, wp)
+    # A = X @ Wx  (all steps)
+    project(L, X, D, 0, T, Wx, H, a, hs, ldh)
+    for t in range(T):
+        # A[t] += h_{t-1} @ Wh
+        step_gemm(N, H, H, hp + t * hs, ldh, Wh, H, False, wp, 1, a + t * hs, ldh)
+        if t + 1 < T:
+            h_next, ld_next = hp + (t + 1) * hs, ldh
+        else:
+            h_next, ld_next = hT, H
+        fwd_step(N, H, act, a + t * hs, ldh, b, hp + t * hs, ldh, h_next, ld_next,
+                 Y + t * hs, ldh, lens, t)
+
+
+cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
+                        const floating *Wx, const floating *Wh, const floating *A,
+                        const floating *hp, const int64_t *lens, int act, const floating *dY,
+                        bint has_dy, floating *dh, floating *d, floating *dX, floating *dWx,
+                        floating *dWh, floating *db, floating *wp) noexcept nogil:
+    cdef Py_ssize_t N = L.N, T = L.T
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
+    cdef Py_ssize_t t
+    if wp != NULL:
+        pack(H, H, Wh, H, True, wp)
+    for t in range(T - 1, -1, -1):
+        bwd_step(N, H, act, A + t * hs, ldh, dY + t * dys, ldy, dh, d + t * hs, ldh, lens, t)
+        # dh_{t-1} += dA_t @ Whᵀ
+        step_gemm(N, H, H, d + t * hs, ldh, Wh, H, True, wp, 1, dh, H)
+    # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
+    gemm(True, False, D, H, N * T, 1, X, D, d, H, 0, dWx, H)
+    gemm(True, False, H, H, N * T, 1, hp, H, d, H, 0, dWh, H)
+    gemm(False, True, N * T, D, H, 1, d, H, Wx, H, 0, dX, D)
+    colsum(N * T, H, d, H, db)
+
+
+# ---- the sequence API (typed memoryviews) -----------------------------------------------------
 def forward_train(const floating[:, ::1] X,       # (N*T, D)
                   const floating[:, ::1] Wx,      # (D, H)
                   const floating[:, ::1] Wh,      # (H, H)
@@ -47,29 +98,11 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
                   floating[:, ::1] Hp,            # in/out (N*T, H): h_{t-1}; step 0 holds h0
                   floating[:, ::1] hT,            # out (N, H)
                   floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
-    cdef Layout L = make_layout(N, T, time_major)
-    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
-    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
-    cdef floating *a = &A[0, 0]
-    cdef floating *hp = &Hp[0, 0]
-    cdef floating *h_next
-    cdef Py_ssize_t t, ld_next
-    cdef floating *wp = packed_or_null(Wp)
     with nogil:
-        if wp != NULL:
-            pack(H, H, &Wh[0, 0], H, False, wp)
-        # A = X @ Wx  (all steps)
-        project(L, cptr(X), D, 0, T, cptr(Wx), H, a, hs, ldh)
-        for t in range(T):
-            # A[t] += h_{t-1} @ Wh
-            step_gemm(N, H, H, hp + t * hs, ldh, &Wh[0, 0], H, False, wp, 1, a + t * hs, ldh)
-            if t + 1 < T:
-                h_next, ld_next = hp + (t + 1) * hs, ldh
-            else:
-                h_next, ld_next = &hT[0, 0], H
-            fwd_step(N, H, act, a + t * hs, ldh, &b[0], hp + t * hs, ldh, h_next, ld_next,
-                     &Y[0, 0] + t * hs, ldh, lens, t)
+        train_loop(make_layout(N, T, time_major), X.shape[1], Wh.shape[0], cptr(X), cptr(Wx),
+                   &Wh[0, 0], &b[0], lens, act, &Y[0, 0], &A[0, 0], &Hp[0, 0], &hT[0, 0],
+                   packed_or_null(Wp))
 
 
 def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
@@ -118,24 +151,61 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating
              floating[:, ::1] dX, floating[:, ::1] dWx, floating[:, ::1] dWh,
              floating[::1] db,
              floating[::1] Wp):                   # work: Whᵀ packed, or empty (use BLAS)
-    cdef Layout L = make_layout(N, T, time_major)
-    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
-    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
-    cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
-    cdef floating *d = &dA[0, 0]
-    cdef Py_ssize_t t
-    cdef floating *wp = packed_or_null(Wp)
     with nogil:
-        if wp != NULL:
-            pack(H, H, &Wh[0, 0], H, True, wp)
-        for t in range(T - 1, -1, -1):
-            bwd_step(N, H, act, &A[0, 0] + t * hs, ldh, &dY[0, 0] + t * dys, ldy, &dh[0, 0],
-                     d + t * hs, ldh, lens, t)
-            # dh_{t-1} += dA_t @ Whᵀ
-            step_gemm(N, H, H, d + t * hs, ldh, &Wh[0, 0], H, True, wp, 1, &dh[0, 0], H)
-        # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
-        gemm(True, False, D, H, N * T, 1, cptr(X), D, d, H, 0, ptr(dWx), H)
-        gemm(True, False, H, H, N * T, 1, &Hp[0, 0], H, d, H, 0, &dWh[0, 0], H)
-        gemm(False, True, N * T, D, H, 1, d, H, cptr(Wx), H, 0, ptr(dX), D)
-        colsum(N * T, H, d, H, &db[0])
+        backward_loop(make_layout(N, T, time_major), X.shape[1], Wh.shape[0], cptr(X),
+                      cptr(Wx), &Wh[0, 0], &A[0, 0], &Hp[0, 0], lens, act, &dY[0, 0], has_dy,
+                      &dh[0, 0], &dA[0, 0], ptr(dX), ptr(dWx), &dWh[0, 0], &db[0],
+                      packed_or_null(Wp))
+
+
+# ---- the one-step cell (ndarrays, checked by fastcells.layers.RNN) -----------------------------
+cdef inline void *data(cnp.ndarray a) noexcept:
+    return cnp.PyArray_DATA(a)
+
+
+def cell_forward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
+                 int act, cnp.ndarray A, cnp.ndarray h_next):
+    """One step: x (N, D), h (N, H) -> h_next (N, H); A (N, H) receives h_next for backward.
+    C-contiguous, aligned, one float dtype. h is only read (T = 1: Hp is h itself)."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], H = Wh.shape[0]
+    cdef Layout L = make_layout(N, 1, False)
+    cdef void *p[7]
+    cdef int k
+    for k, a in enumerate((x, h, Wx, Wh, b, A, h_next)):
+        p[k] = data(a)
+    if x.descr.type_num == cnp.NPY_FLOAT32:
+        with nogil:
+            train_loop(L, D, H, <float *> p[0], <float *> p[2], <float *> p[3], <float *> p[4],
+                       NULL, act, <float *> p[6], <float *> p[5], <float *> p[1],
+                       <float *> p[6], NULL)
+    else:
+        with nogil:
+            train_loop(L, D, H, <double *> p[0], <double *> p[2], <double *> p[3],
+                       <double *> p[4], NULL, act, <double *> p[6], <double *> p[5],
+                       <double *> p[1], <double *> p[6], NULL)
+
+
+def cell_backward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray A,
+                  int act, cnp.ndarray dh_next, cnp.ndarray dh, cnp.ndarray dA, cnp.ndarray dx,
+                  cnp.ndarray dWx, cnp.ndarray dWh, cnp.ndarray db):
+    """Backward of cell_forward: dh (zeros in) becomes dh_prev; dA (N, H) is work."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], H = Wh.shape[0]
+    cdef Layout L = make_layout(N, 1, False)
+    cdef void *p[11]
+    cdef int k
+    for k, a in enumerate((x, h, Wx, Wh, A, dh_next, dh, dA, dx, dWx, dWh)):
+        p[k] = data(a)
+    cdef void *pdb = data(db)
+    if x.descr.type_num == cnp.NPY_FLOAT32:
+        with nogil:
+            backward_loop(L, D, H, <float *> p[0], <float *> p[2], <float *> p[3],
+                          <float *> p[4], <float *> p[1], NULL, act, <float *> p[5], True,
+                          <float *> p[6], <float *> p[7], <float *> p[8], <float *> p[9],
+                          <float *> p[10], <float *> pdb, NULL)
+    else:
+        with nogil:
+            backward_loop(L, D, H, <double *> p[0], <double *> p[2], <double *> p[3],
+                          <double *> p[4], <double *> p[1], NULL, act, <double *> p[5], True,
+                          <double *> p[6], <double *> p[7], <double *> p[8], <double *> p[9],
+                          <double *> p[10], <double *> pdb, NULL)

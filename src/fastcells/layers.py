@@ -183,10 +183,6 @@ class TimeBiGRU(_TimeBiLayer):
 
 
 # ---- one-step cells --------------------------------------------------------------------------
-# A cell runs one step: packing the recurrent weights would not pay, BLAS does each product.
-_NO_PACKING = {dt: np.empty(0, dt) for dt in FLOAT_DTYPES}
-
-
 def _ready(a, dtype, shape):
     """True when `a` can go to a kernel as it is (the cheap check of the cells' hot path)."""
     return (type(a) is np.ndarray and a.dtype == dtype and a.shape == shape
@@ -247,11 +243,12 @@ class _Cell:
             out.append(g)
         return out
 
-    def _grad_buffers(self):
+    def _grad_buffers(self, dtype):
         """Where backward writes dWx, dWh, db: the arrays of `grads` themselves when the
         kernel can (then _write_grads has nothing to copy), else new ones."""
-        return [g if _ready(g, p.dtype, p.shape) else np.empty(p.shape, p.dtype)
-                for g, p in zip(self.grads, self.params)]
+        shapes = [np.shape(p) for p in self.params]
+        return [g if _ready(g, dtype, shape) else np.empty(shape, dtype)
+                for g, shape in zip(self.grads, shapes)]
 
     def _write_grads(self, dWx, dWh, db):
         for g, new in zip(self.grads, (dWx, dWh, db)):
@@ -286,7 +283,7 @@ class LSTM(_Cell):
         dc = dc.copy()  # becomes dc_prev in place
         dh = np.zeros((N, H), dtype)
         dx = np.empty_like(x)
-        dWx, dWh, db = self._grad_buffers()
+        dWx, dWh, db = self._grad_buffers(dtype)
         _lstm.cell_backward(x, h_prev, c_prev, Wx, Wh, gates, tanh_c, dh_next, dh, dc,
                             np.empty((N, 4 * H), dtype), dx, dWx, dWh, db)
         self._write_grads(dWx, dWh, db)
@@ -307,22 +304,19 @@ class RNN(_Cell):
         act = _ACTIVATIONS[self.nonlinearity]
         A = np.empty((N, H), Wx.dtype)
         h_next = np.empty((N, H), Wx.dtype)
-        hp = h_prev.copy()
-        _rnn.forward_train(x, Wx, Wh, b, None, N, 1, False, act, h_next, A, hp, h_next,
-                           _NO_PACKING[Wx.dtype])
-        self.cache = (x, hp, A, Wx, Wh, act)
+        _rnn.cell_forward(x, h_prev, Wx, Wh, b, act, A, h_next)
+        self.cache = (x, h_prev, A, Wx, Wh, act)
         return h_next
 
     def backward(self, dh_next):
-        x, hp, A, Wx, Wh, act = self.cache
-        N, H = hp.shape
+        x, h_prev, A, Wx, Wh, act = self.cache
+        N, H = h_prev.shape
         (dh_next,) = self._grads_out("RNN.backward", [("dh_next", dh_next)], N, H, Wx.dtype)
         dh = np.zeros((N, H), Wx.dtype)
-        dA = np.empty((N, H), Wx.dtype)
         dx = np.empty_like(x)
-        dWx, dWh, db = np.empty_like(Wx), np.empty_like(Wh), np.empty(H, Wx.dtype)
-        _rnn.backward(x, Wx, Wh, A, hp, None, N, 1, False, act, dh_next, True, dh, dA, dx,
-                      dWx, dWh, db, _NO_PACKING[Wx.dtype])
+        dWx, dWh, db = self._grad_buffers(Wx.dtype)
+        _rnn.cell_backward(x, h_prev, Wx, Wh, A, act, dh_next, dh, np.empty((N, H), Wx.dtype),
+                           dx, dWx, dWh, db)
         self._write_grads(dWx, dWh, db)
         return dx, dh
 
@@ -347,24 +341,20 @@ class GRU(_Cell):
         S = np.empty((N, H), dtype)
         U = np.empty((N, 3 * H) if self.reset_after else (1, 1), dtype)
         h_next = np.empty((N, H), dtype)
-        hp = h_prev.copy()
-        _gru.forward_train(x, Wx, Wh, b.reshape(-1), None, N, 1, False, self.reset_after,
-                           h_next, G, S, hp, U, h_next, _NO_PACKING[dtype])
-        self.cache = (x, hp, G, S, Wx, Wh)
+        _gru.cell_forward(x, h_prev, Wx, Wh, b.reshape(-1), self.reset_after, G, S, U, h_next)
+        self.cache = (x, h_prev, G, S, Wx, Wh)
         return h_next
 
     def backward(self, dh_next):
-        x, hp, G, S, Wx, Wh = self.cache
-        N, H = hp.shape
+        x, h_prev, G, S, Wx, Wh = self.cache
+        N, H = h_prev.shape
         dtype = Wx.dtype
         (dh_next,) = self._grads_out("GRU.backward", [("dh_next", dh_next)], N, H, dtype)
         dh = np.zeros((N, H), dtype)
-        dA = np.empty((N, 3 * H), dtype)
         W2 = np.empty((N, 3 * H) if self.reset_after else (N, H), dtype)
         dx = np.empty_like(x)
-        dWx, dWh = np.empty_like(Wx), np.empty_like(Wh)
-        db = np.empty(self._b_shape(H), dtype)
-        _gru.backward(x, Wx, Wh, G, S, hp, None, N, 1, False, self.reset_after, dh_next, True,
-                      dh, dA, W2, dx, dWx, dWh, db.reshape(-1), _NO_PACKING[dtype])
+        dWx, dWh, db = self._grad_buffers(dtype)
+        _gru.cell_backward(x, h_prev, Wx, Wh, G, S, self.reset_after, dh_next, dh,
+                           np.empty((N, 3 * H), dtype), W2, dx, dWx, dWh, db.reshape(-1))
         self._write_grads(dWx, dWh, db)
         return dx, dh
