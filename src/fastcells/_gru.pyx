@@ -23,7 +23,8 @@ from ._csrc cimport fc_gru_rb_bwd_gates_f32, fc_gru_rb_bwd_gates_f64
 from ._csrc cimport fc_gru_rb_bwd_out_f32, fc_gru_rb_bwd_out_f64
 from ._csrc cimport fc_gru_rb_fwd_gates_f32, fc_gru_rb_fwd_gates_f64
 from ._csrc cimport fc_gru_rb_fwd_out_f32, fc_gru_rb_fwd_out_f64
-from ._seq cimport Layout, colsum, cptr, make_layout, packed_or_null, project, ptr, step_gemm
+from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
+from ._seq cimport step_gemm
 
 cnp.import_array()
 
@@ -304,10 +305,6 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating
 
 
 # ---- the one-step cell (ndarrays, checked by fastcells.layers.GRU) -----------------------------
-cdef inline void *data(cnp.ndarray a) noexcept:
-    return cnp.PyArray_DATA(a)
-
-
 def cell_forward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
                  bint reset_after, cnp.ndarray G, cnp.ndarray S, cnp.ndarray U,
                  cnp.ndarray h_next):

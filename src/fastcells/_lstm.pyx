@@ -24,7 +24,8 @@ from libc.stdint cimport int64_t
 from ._blas cimport gemm, pack
 from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
-from ._seq cimport Layout, colsum, cptr, make_layout, packed_or_null, project, ptr, step_gemm
+from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
+from ._seq cimport step_gemm
 
 cnp.import_array()
 
@@ -204,10 +205,6 @@ def backward(const floating[:, ::1] X,            # (N*T, D) the forward's input
 
 
 # ---- the one-step cell (ndarrays, checked by fastcells.layers.LSTM) ----------------------------
-cdef inline void *data(cnp.ndarray a) noexcept:
-    return cnp.PyArray_DATA(a)
-
-
 cdef void cell_forward_t(floating *x, floating *h, floating *c, floating *Wx, floating *Wh,
                          floating *b, floating *gates, floating *tanh_c, floating *h_next,
                          floating *c_next, Py_ssize_t N, Py_ssize_t D,

@@ -12,7 +12,8 @@ from libc.stdint cimport int64_t
 from ._blas cimport gemm, pack
 from ._csrc cimport fc_rnn_bwd_step_f32, fc_rnn_bwd_step_f64
 from ._csrc cimport fc_rnn_fwd_step_f32, fc_rnn_fwd_step_f64
-from ._seq cimport Layout, colsum, cptr, make_layout, packed_or_null, project, ptr, step_gemm
+from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
+from ._seq cimport step_gemm
 
 cnp.import_array()
 
@@ -160,10 +161,6 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating
 
 
 # ---- the one-step cell (ndarrays, checked by fastcells.layers.RNN) -----------------------------
-cdef inline void *data(cnp.ndarray a) noexcept:
-    return cnp.PyArray_DATA(a)
-
-
 def cell_forward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
                  int act, cnp.ndarray A, cnp.ndarray h_next):
     """One step: x (N, D), h (N, H) -> h_next (N, H); A (N, H) receives h_next for backward.

@@ -5,6 +5,7 @@
 # n at step t is  t*ts + n*ns  (time-major: ts = N, ns = 1; batch-first: ts = 1, ns = T). So the
 # N rows of step t start at element t*ts*W and lie ns*W elements apart: one pointer and one
 # leading dimension describe them, for BLAS and for the pointwise C passes alike.
+cimport numpy as cnp
 from cython cimport floating
 from ._blas cimport gemm, gemm_packed, gemv
 from ._csrc cimport fc_colsum_f32, fc_colsum_f64
@@ -91,3 +92,8 @@ cdef inline const floating *cptr(const floating[:, ::1] a) noexcept nogil:
 cdef inline floating *packed_or_null(floating[::1] buffer) noexcept nogil:
     """The packed-weights work buffer, or NULL when the caller gave none (size 0)."""
     return NULL if buffer.shape[0] == 0 else &buffer[0]
+
+
+cdef inline void *data(cnp.ndarray a) noexcept:
+    """An ndarray's data pointer (for the one-step cells, whose callers checked the array)."""
+    return cnp.PyArray_DATA(a)

@@ -30,6 +30,7 @@ on its own; the small sequence helpers at the end are repeated in each.
 """
 import numpy as np
 
+from ._common import from_time_major, gather, schedule, sigmoid, to_time_major
 from .._types import GRUGrads
 
 __all__ = ["gru_forward", "gru_backward"]
@@ -51,8 +52,8 @@ def gru_cell_forward_reset_after(a, h_prev, Wh, b_h):
     H = h_prev.shape[1]
     # u = h_{t-1} @ Wh + b[1]                                (N, 3H), the only matmul of the step
     u = h_prev @ Wh + b_h
-    z = _sigmoid(a[:, :H] + u[:, :H])
-    r = _sigmoid(a[:, H:2 * H] + u[:, H:2 * H])
+    z = sigmoid(a[:, :H] + u[:, :H])
+    r = sigmoid(a[:, H:2 * H] + u[:, H:2 * H])
     u_h = u[:, 2 * H:]
     h_hat = np.tanh(a[:, 2 * H:] + r * u_h)
     # h_t = z ⊙ h_{t-1} + (1 - z) ⊙ ĥ
@@ -107,8 +108,8 @@ def gru_cell_forward_reset_before(a, h_prev, Wh):
     H = h_prev.shape[1]
     # [u_z, u_r] = h_{t-1} @ Wh[:, :2H]                      (N, 2H)
     u_zr = h_prev @ Wh[:, :2 * H]
-    z = _sigmoid(a[:, :H] + u_zr[:, :H])
-    r = _sigmoid(a[:, H:2 * H] + u_zr[:, H:])
+    z = sigmoid(a[:, :H] + u_zr[:, :H])
+    r = sigmoid(a[:, H:2 * H] + u_zr[:, H:])
     # ĥ = tanh(a_h + (r ⊙ h_{t-1}) @ Wh[:, 2H:])             (N, H)
     rh = r * h_prev
     h_hat = np.tanh(a[:, 2 * H:] + rh @ Wh[:, 2 * H:])
@@ -166,17 +167,17 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
     xs, Wx, Wh, b = (np.asarray(a) for a in (xs, Wx, Wh, b))
     dtype = np.result_type(xs, Wx, Wh, b)
     xs, Wx, Wh, b = (np.asarray(a, dtype=dtype) for a in (xs, Wx, Wh, b))
-    xs_tm = _to_time_major(xs, time_major)                        # (T, N, D) view
+    xs_tm = to_time_major(xs, time_major)                        # (T, N, D) view
     T, N, D = xs_tm.shape
     H = Wh.shape[0]
     expected_b = (2, 3 * H) if reset_after else (3 * H,)
     if b.shape != expected_b:
         raise ValueError(f"b must have shape {expected_b} with reset_after={reset_after}, "
                          f"got {b.shape}")
-    order, active = _schedule(lengths, N, T, reverse)
+    order, active = schedule(lengths, N, T, reverse)
 
     # Step s of sequence n reads position order[s, n]: X is xs in step order.   (T*N, D)
-    X = np.ascontiguousarray(_gather(xs_tm, order)).reshape(T * N, D)
+    X = np.ascontiguousarray(gather(xs_tm, order)).reshape(T * N, D)
     # Input projection for all steps at once: AX = X @ Wx + b_input             (T, N, 3H)
     b_x = b[0] if reset_after else b
     AX = (X @ Wx + b_x).reshape(T, N, 3 * H)
@@ -199,7 +200,7 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
 
     # Outputs: zero at padded steps, then back from step order to position order and layout.
     hs_steps = hstate[1:] if active is None else np.where(active[..., None], hstate[1:], 0)
-    hs = _from_time_major(_gather(hs_steps, order), time_major).copy()
+    hs = from_time_major(gather(hs_steps, order), time_major).copy()
     # Padded steps kept the state, so the last row is each sequence's final state.
     h_T = hstate[T].copy()
     if not training:
@@ -229,7 +230,7 @@ def gru_backward(cache, dhs, dh_T=None):
     # dhs in step order (T, N, H), or None
     dhs_steps = None
     if dhs is not None:
-        dhs_steps = _gather(_to_time_major(np.asarray(dhs, dtype=dtype), time_major), order)
+        dhs_steps = gather(to_time_major(np.asarray(dhs, dtype=dtype), time_major), order)
     dh = np.zeros((N, H), dtype=dtype) if dh_T is None else np.array(dh_T, dtype=dtype)
 
     # dA: gradient of a = x_t @ Wx + b_input; dU (reset_after only): of u = h_{t-1} @ Wh + b[1]
@@ -256,7 +257,7 @@ def gru_backward(cache, dhs, dh_T=None):
     Hprev = hstate[:-1].reshape(T * N, H)
     # dWx = X.T @ dA,  dxs = dA @ Wx.T (back to position order)
     dWx = X.T @ dA
-    dxs = _from_time_major(_gather((dA @ Wx.T).reshape(T, N, D), order), time_major).copy()
+    dxs = from_time_major(gather((dA @ Wx.T).reshape(T, N, D), order), time_major).copy()
     if reset_after:
         # dWh = Hprev.T @ dU,  db = [Σ dA, Σ dU]
         dU = dU_all.reshape(T * N, 3 * H)
@@ -276,48 +277,3 @@ def gru_backward(cache, dhs, dh_T=None):
 # ----------------------------------------------------------------------------------------------
 # Helpers (repeated in lstm.py and rnn.py)
 # ----------------------------------------------------------------------------------------------
-
-def _sigmoid(x):
-    # σ(x) = 1 / (1 + e^-x); for very negative x, e^-x overflows to inf and σ -> 0, the limit.
-    with np.errstate(over="ignore"):
-        return 1 / (1 + np.exp(-x))
-
-
-def _to_time_major(a, time_major):
-    """(N, T, ...) -> (T, N, ...) as a view, unless already time-major."""
-    return a if time_major else a.swapaxes(0, 1)
-
-
-_from_time_major = _to_time_major  # the swap is its own inverse
-
-
-def _schedule(lengths, N, T, reverse):
-    """Which position each sequence reads at each step, and which steps are real.
-
-    Returns order (T, N) or None, active (T, N) bool or None.
-    Step s of sequence n reads position order[s, n]: s forward, lengths[n] - 1 - s in reverse
-    (the valid prefix read backwards). Padded steps s >= lengths[n] keep position s, so each
-    column of order is a permutation of 0..T-1 that is its own inverse: one gather takes inputs
-    to step order and the same gather takes outputs back. active[s, n] = s < lengths[n]; in step
-    order the padding is always at the end. None means the identity / all steps active.
-    """
-    if lengths is None:
-        L = np.full(N, T, dtype=np.intp)
-        active = None
-    else:
-        L = np.asarray(lengths).astype(np.intp, casting="same_kind")
-        if L.shape != (N,) or np.any(L < 0) or np.any(L > T):
-            raise ValueError(f"lengths must have shape ({N},) with values in 0..{T}")
-        active = np.arange(T)[:, None] < L
-    order = None
-    if reverse:
-        steps = np.arange(T)[:, None]
-        order = np.where(steps < L, L - 1 - steps, steps)
-    return order, active
-
-
-def _gather(a, order):
-    """a (T, N, ...) in one order -> the other order: out[s, n] = a[order[s, n], n]."""
-    if order is None:
-        return a
-    return a[order, np.arange(a.shape[1])]

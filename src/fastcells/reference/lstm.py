@@ -21,6 +21,7 @@ on its own; the small sequence helpers at the end are repeated in each.
 """
 import numpy as np
 
+from ._common import from_time_major, gather, schedule, sigmoid, to_time_major
 from .._types import LSTMGrads
 
 __all__ = ["lstm_forward", "lstm_backward"]
@@ -42,10 +43,10 @@ def lstm_cell_forward(a_x, h_prev, c_prev, Wh):
     H = h_prev.shape[1]
     # A = x_t @ Wx + b + h_{t-1} @ Wh                       (N, 4H), the only matmul of the step
     A = a_x + h_prev @ Wh
-    f = _sigmoid(A[:, :H])
+    f = sigmoid(A[:, :H])
     g = np.tanh(A[:, H:2 * H])
-    i = _sigmoid(A[:, 2 * H:3 * H])
-    o = _sigmoid(A[:, 3 * H:])
+    i = sigmoid(A[:, 2 * H:3 * H])
+    o = sigmoid(A[:, 3 * H:])
     # c_t = f ⊙ c_{t-1} + g ⊙ i,   h_t = o ⊙ tanh(c_t)
     c_next = f * c_prev + g * i
     tanh_c_next = np.tanh(c_next)
@@ -104,13 +105,13 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
     xs, Wx, Wh, b = (np.asarray(a) for a in (xs, Wx, Wh, b))
     dtype = np.result_type(xs, Wx, Wh, b)
     xs, Wx, Wh, b = (np.asarray(a, dtype=dtype) for a in (xs, Wx, Wh, b))
-    xs_tm = _to_time_major(xs, time_major)                        # (T, N, D) view
+    xs_tm = to_time_major(xs, time_major)                        # (T, N, D) view
     T, N, D = xs_tm.shape
     H = Wh.shape[0]
-    order, active = _schedule(lengths, N, T, reverse)
+    order, active = schedule(lengths, N, T, reverse)
 
     # Step s of sequence n reads position order[s, n]: X is xs in step order.   (T*N, D)
-    X = np.ascontiguousarray(_gather(xs_tm, order)).reshape(T * N, D)
+    X = np.ascontiguousarray(gather(xs_tm, order)).reshape(T * N, D)
     # Input projection for all steps at once: AX = X @ Wx + b                   (T, N, 4H)
     AX = (X @ Wx + b).reshape(T, N, 4 * H)
 
@@ -134,7 +135,7 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
 
     # Outputs: zero at padded steps, then back from step order to position order and layout.
     hs_steps = hstate[1:] if active is None else np.where(active[..., None], hstate[1:], 0)
-    hs = _from_time_major(_gather(hs_steps, order), time_major).copy()
+    hs = from_time_major(gather(hs_steps, order), time_major).copy()
     # Padded steps kept the state, so the last row is each sequence's final state.
     h_T = hstate[T].copy()
     c_T = cstate[T].copy()
@@ -165,7 +166,7 @@ def lstm_backward(cache, dhs, dh_T=None, dc_T=None):
     # dhs in step order (T, N, H), or None
     dhs_steps = None
     if dhs is not None:
-        dhs_steps = _gather(_to_time_major(np.asarray(dhs, dtype=dtype), time_major), order)
+        dhs_steps = gather(to_time_major(np.asarray(dhs, dtype=dtype), time_major), order)
     dh = np.zeros((N, H), dtype=dtype) if dh_T is None else np.array(dh_T, dtype=dtype)
     dc = np.zeros((N, H), dtype=dtype) if dc_T is None else np.array(dc_T, dtype=dtype)
 
@@ -187,55 +188,10 @@ def lstm_backward(cache, dhs, dh_T=None, dc_T=None):
     dWx = X.T @ dA
     dWh = hstate[:-1].reshape(T * N, H).T @ dA
     db = dA.sum(axis=0)
-    dxs = _from_time_major(_gather((dA @ Wx.T).reshape(T, N, D), order), time_major).copy()
+    dxs = from_time_major(gather((dA @ Wx.T).reshape(T, N, D), order), time_major).copy()
     return LSTMGrads(dxs, dWx, dWh, db, dh, dc)
 
 
 # ----------------------------------------------------------------------------------------------
 # Helpers (repeated in gru.py and rnn.py)
 # ----------------------------------------------------------------------------------------------
-
-def _sigmoid(x):
-    # σ(x) = 1 / (1 + e^-x); for very negative x, e^-x overflows to inf and σ -> 0, the limit.
-    with np.errstate(over="ignore"):
-        return 1 / (1 + np.exp(-x))
-
-
-def _to_time_major(a, time_major):
-    """(N, T, ...) -> (T, N, ...) as a view, unless already time-major."""
-    return a if time_major else a.swapaxes(0, 1)
-
-
-_from_time_major = _to_time_major  # the swap is its own inverse
-
-
-def _schedule(lengths, N, T, reverse):
-    """Which position each sequence reads at each step, and which steps are real.
-
-    Returns order (T, N) or None, active (T, N) bool or None.
-    Step s of sequence n reads position order[s, n]: s forward, lengths[n] - 1 - s in reverse
-    (the valid prefix read backwards). Padded steps s >= lengths[n] keep position s, so each
-    column of order is a permutation of 0..T-1 that is its own inverse: one gather takes inputs
-    to step order and the same gather takes outputs back. active[s, n] = s < lengths[n]; in step
-    order the padding is always at the end. None means the identity / all steps active.
-    """
-    if lengths is None:
-        L = np.full(N, T, dtype=np.intp)
-        active = None
-    else:
-        L = np.asarray(lengths).astype(np.intp, casting="same_kind")
-        if L.shape != (N,) or np.any(L < 0) or np.any(L > T):
-            raise ValueError(f"lengths must have shape ({N},) with values in 0..{T}")
-        active = np.arange(T)[:, None] < L
-    order = None
-    if reverse:
-        steps = np.arange(T)[:, None]
-        order = np.where(steps < L, L - 1 - steps, steps)
-    return order, active
-
-
-def _gather(a, order):
-    """a (T, N, ...) in one order -> the other order: out[s, n] = a[order[s, n], n]."""
-    if order is None:
-        return a
-    return a[order, np.arange(a.shape[1])]
