@@ -20,7 +20,7 @@ Time layer from the end of each sequence; ``from_params`` builds a layer from
 """
 import numpy as np
 
-from . import _gru, _lstm, _rnn
+from . import _fastpath, _gru, _lstm, _rnn
 from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import _ACTIVATIONS, rnn_backward, rnn_forward
@@ -199,6 +199,7 @@ class _Cell:
 
     _G = 1
     _n_states = 1
+    _b_rows = False  # b is (2, G*H): a reset-after GRU
 
     def __init__(self, Wx, Wh, b):
         self.params = [Wx, Wh, b]
@@ -208,16 +209,9 @@ class _Cell:
     def _weights(self, fn, x, states):
         """(x, states, Wx, Wh, b, N, H), all checked; the hot path is the first branch."""
         Wx, Wh, b = self.params
-        dtype = Wx.dtype
-        if type(Wh) is np.ndarray and Wh.ndim == 2 and dtype in FLOAT_DTYPES:
-            H = Wh.shape[0]
-            D = Wx.shape[0] if Wx.ndim == 2 else -1
-            N = x.shape[0] if type(x) is np.ndarray and x.ndim == 2 else -1
-            if (_ready(x, dtype, (N, D)) and _ready(Wx, dtype, (D, self._G * H))
-                    and _ready(Wh, dtype, (H, self._G * H))
-                    and _ready(b, dtype, self._b_shape(H))
-                    and all(_ready(s, dtype, (N, H)) for s in states)):
-                return x, states, Wx, Wh, b, N, H
+        ready = _fastpath.cell_ready(self._G, x, states, Wx, Wh, b, self._b_rows)
+        if ready is not None:
+            return (x, states, Wx, Wh, b) + ready
         # the full checks: convert or raise (x as a one-step, batch-first sequence)
         _check_input(fn, "x", x, self.params)
         seq = Sequence(fn, self._G, x if x is None else np.asarray(x)[:, None], Wx, Wh, None,
@@ -265,11 +259,11 @@ class LSTM(_Cell):
     def forward(self, x, h_prev, c_prev):
         x, (h_prev, c_prev), Wx, Wh, b, N, H = self._weights("LSTM.forward", x,
                                                               [h_prev, c_prev])
-        dtype = Wx.dtype
-        gates = np.empty((N, 4 * H), dtype)
-        tanh_c = np.empty((N, H), dtype)
-        h_next = np.empty((N, H), dtype)
-        c_next = np.empty((N, H), dtype)
+        # one allocation, four C-contiguous parts: gates (N, 4H) and tanh_c (kept for backward),
+        # h_next and c_next (returned)
+        buf = np.empty(7 * N * H, Wx.dtype)
+        gates = buf[:4 * N * H].reshape(N, 4 * H)
+        tanh_c, h_next, c_next = buf[4 * N * H:].reshape(3, N, H)
         _lstm.cell_forward(x, h_prev, c_prev, Wx, Wh, b, gates, tanh_c, h_next, c_next)
         self.cache = (x, h_prev, c_prev, gates, tanh_c, Wx, Wh)
         return h_next, c_next
@@ -329,7 +323,7 @@ class GRU(_Cell):
 
     def __init__(self, Wx, Wh, b, reset_after=True):
         super().__init__(Wx, Wh, b)
-        self.reset_after = bool(reset_after)
+        self.reset_after = self._b_rows = bool(reset_after)
 
     def _b_shape(self, H):
         return (2, 3 * H) if self.reset_after else (3 * H,)
