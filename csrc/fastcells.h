@@ -168,12 +168,6 @@ void fc_gemm_packed_f32(fc_int M, fc_int Nc, fc_int K, const float *A, fc_int ld
                         const float *packed, int beta, float *C, fc_int ldc);
 void fc_gemm_packed_f64(fc_int M, fc_int Nc, fc_int K, const double *A, fc_int lda,
                         const double *packed, int beta, double *C, fc_int ldc);
-/* The one-row product y (Nc) = x (K) @ op(B) + beta * y (beta 0 or 1), op(B) = B (K x Nc, row
- * stride ldb) or, with trans != 0, Bᵀ for B (Nc x K): BLAS's GEMV is slower at these sizes. */
-void fc_gemv_f32(fc_int Nc, fc_int K, const float *x, const float *B, fc_int ldb, int trans,
-                 int beta, float *y);
-void fc_gemv_f64(fc_int Nc, fc_int K, const double *x, const double *B, fc_int ldb, int trans,
-                 int beta, double *y);
 
 /* ---- shared helpers -------------------------------------------------------------------------- */
 /* out[j] = sum_r A[r, j] for a (rows, cols) matrix with row stride lda (the bias gradient). */

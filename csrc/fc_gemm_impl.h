@@ -127,65 +127,6 @@ void FC_FN(fc_gemm_packed)(fc_int M, fc_int Nc, fc_int K, const FC_REAL *A, fc_i
     }
 }
 
-/* y (Nc) = x (K) @ op(B) + beta * y: the one-row product (a batch of one), bound by reading B
- * once. op(B) = B (K x Nc, row stride ldb): y is accumulated in registers 8 vectors of columns
- * at a time while the rows of B stream past; with trans, op(B) = Bᵀ for B (Nc x K): each y[j]
- * is a dot product of x with a contiguous row of B. */
-FC_CLONES
-void FC_FN(fc_gemv)(fc_int Nc, fc_int K, const FC_REAL *x, const FC_REAL *B, fc_int ldb,
-                    int trans, int beta, FC_REAL *y)
-{
-    typedef FC_FN(fc_vec) vec;
-    if (trans) {
-        for (fc_int j = 0; j < Nc; j++) {
-            const FC_REAL *r = B + j * ldb;
-            vec a0 = {0}, a1 = {0};
-            fc_int k = 0;
-            for (; k + 2 * FC_VL <= K; k += 2 * FC_VL) {
-                a0 += *(const vec *)(x + k) * *(const vec *)(r + k);
-                a1 += *(const vec *)(x + k + FC_VL) * *(const vec *)(r + k + FC_VL);
-            }
-            a0 += a1;
-            FC_REAL sum = 0;
-            for (int l = 0; l < FC_VL; l++)
-                sum += a0[l];
-            for (; k < K; k++)
-                sum += x[k] * r[k];
-            y[j] = beta ? y[j] + sum : sum;
-        }
-        return;
-    }
-    fc_int j0 = 0;
-    for (; j0 + 8 * FC_VL <= Nc; j0 += 8 * FC_VL) {
-        vec acc[8] = {{0}};
-        for (fc_int k = 0; k < K; k++) {
-            const FC_REAL *r = B + k * ldb + j0;
-            FC_REAL xk = x[k];
-#pragma GCC unroll 8
-            for (int v = 0; v < 8; v++)
-                acc[v] += xk * *(const vec *)(r + v * FC_VL);
-        }
-#pragma GCC unroll 8
-        for (int v = 0; v < 8; v++) {
-            vec *yv = (vec *)(y + j0 + v * FC_VL);
-            *yv = beta ? *yv + acc[v] : acc[v];
-        }
-    }
-    for (; j0 + FC_VL <= Nc; j0 += FC_VL) {
-        vec acc = {0};
-        for (fc_int k = 0; k < K; k++)
-            acc += x[k] * *(const vec *)(B + k * ldb + j0);
-        vec *yv = (vec *)(y + j0);
-        *yv = beta ? *yv + acc : acc;
-    }
-    for (fc_int j = j0; j < Nc; j++) {
-        FC_REAL sum = 0;
-        for (fc_int k = 0; k < K; k++)
-            sum += x[k] * B[k * ldb + j];
-        y[j] = beta ? y[j] + sum : sum;
-    }
-}
-
 #undef FC_VL
 #undef FC_NR
 #undef FC_KC

@@ -19,5 +19,3 @@ cdef void pack(Py_ssize_t K, Py_ssize_t Nc, const floating *B, Py_ssize_t ldb, b
 cdef void gemm_packed(Py_ssize_t M, Py_ssize_t Nc, Py_ssize_t K, const floating *A,
                       Py_ssize_t lda, const floating *packed, bint beta, floating *C,
                       Py_ssize_t ldc) noexcept nogil
-cdef void gemv(Py_ssize_t Nc, Py_ssize_t K, const floating *x, const floating *B, Py_ssize_t ldb,
-               bint trans, bint beta, floating *y) noexcept nogil

@@ -3,8 +3,7 @@ from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from ._csrc cimport fc_gemm_packed_f32, fc_gemm_packed_f64, fc_gemm_rows, fc_pack_f32
-from ._csrc cimport fc_gemv_f32, fc_gemv_f64, fc_pack_f64, fc_packed_size_f32
-from ._csrc cimport fc_packed_size_f64
+from ._csrc cimport fc_pack_f64, fc_packed_size_f32, fc_packed_size_f64
 
 
 cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -78,27 +77,6 @@ cdef void gemm_packed(Py_ssize_t M, Py_ssize_t Nc, Py_ssize_t K, const floating 
         fc_gemm_packed_f32(M, Nc, K, A, lda, packed, beta, C, ldc)
     else:
         fc_gemm_packed_f64(M, Nc, K, A, lda, packed, beta, C, ldc)
-
-
-cdef void gemv(Py_ssize_t Nc, Py_ssize_t K, const floating *x, const floating *B, Py_ssize_t ldb,
-               bint trans, bint beta, floating *y) noexcept nogil:
-    """y = x @ op(B) + beta * y for one row x (op(B) = B (K x Nc), or Bᵀ with B (Nc x K))."""
-    if floating is float:
-        fc_gemv_f32(Nc, K, x, B, ldb, trans, beta, y)
-    else:
-        fc_gemv_f64(Nc, K, x, B, ldb, trans, beta, y)
-
-
-def _gemv(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C, bint trans_b,
-          bint beta):
-    """Test hook: C[0] = A[0] @ op(B) + beta * C[0] through gemv (shapes trusted)."""
-    cdef Py_ssize_t Nc = C.shape[1], K = A.shape[1]
-    cdef const floating *a = NULL if A.size == 0 else &A[0, 0]
-    cdef const floating *b = NULL if B.size == 0 else &B[0, 0]
-    if C.size == 0:
-        return
-    with nogil:
-        gemv(Nc, K, a, b, B.shape[1], trans_b, beta, &C[0, 0])
 
 
 def _packed_size(dtype, Py_ssize_t K, Py_ssize_t Nc):

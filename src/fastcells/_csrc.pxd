@@ -101,7 +101,3 @@ cdef extern from "fastcells.h" nogil:
                             const float *packed, int beta, float *C, fc_int ldc)
     void fc_gemm_packed_f64(fc_int M, fc_int Nc, fc_int K, const double *A, fc_int lda,
                             const double *packed, int beta, double *C, fc_int ldc)
-    void fc_gemv_f32(fc_int Nc, fc_int K, const float *x, const float *B, fc_int ldb, int trans,
-                     int beta, float *y)
-    void fc_gemv_f64(fc_int Nc, fc_int K, const double *x, const double *B, fc_int ldb,
-                     int trans, int beta, double *y)

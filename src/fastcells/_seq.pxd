@@ -7,7 +7,7 @@
 # leading dimension describe them, for BLAS and for the pointwise C passes alike.
 cimport numpy as cnp
 from cython cimport floating
-from ._blas cimport gemm, gemm_packed, gemv
+from ._blas cimport gemm, gemm_packed
 from ._csrc cimport fc_colsum_f32, fc_colsum_f64
 
 
@@ -33,13 +33,11 @@ cdef inline void step_gemm(Py_ssize_t N, Py_ssize_t Nc, Py_ssize_t K, const floa
     """A per-step recurrent product C (N x Nc) = A (N x K) @ op(B) + beta * C.
 
     With `packed` (op(B) packed once per call by _blas.pack) the packed GEMM, which does not
-    re-pack B on every step as BLAS does; for one row (a batch of one) our GEMV; otherwise
-    (nothing packed: a single step) BLAS.
+    re-pack B on every step as BLAS does; without (NULL: a batch of one, or a single step)
+    BLAS, whose GEMV serves the one-row case (see _blas.gemm).
     """
     if packed != NULL:
         gemm_packed(N, Nc, K, A, lda, packed, beta, C, ldc)
-    elif N == 1:
-        gemv(Nc, K, A, B, ldb, trans_b, beta, C)
     else:
         gemm(False, trans_b, N, Nc, K, 1, A, lda, B, ldb, beta, C, ldc)
 
