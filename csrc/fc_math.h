@@ -7,9 +7,10 @@
  *
  * exp: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite, ln2 split in two), e^r by a Taylor polynomial
  * (degree 7 for float: truncation 5e-9 relative; degree 13 for double: 4e-18), 2^k built in the
- * exponent bits. The argument is clamped to [-87, 88] (float) / [-708, 709] (double): results
- * stay finite and normal-or-subnormal, which is all sigmoid and tanh need (exact outside that
- * range only to the extent that the activations saturate). NaN propagates.
+ * exponent bits, computed on the argument clamped to [-87, 88] (float) / [-708, 709] (double);
+ * beyond that range the result is +inf above and 0 below, as IEEE overflow and underflow give
+ * (so sigmoid(-inf) is exactly 0 and 0 * inf in a formula is NaN, as in the NumPy twin). NaN
+ * propagates.
  * sigmoid(x) = 1 / (1 + exp(-x)); saturates to exactly 1 and to (near) 0, never NaN for finite x.
  * tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|), and for |x| < 0.2, where that quotient
  * cancels, its odd Taylor series (to x^11 for float, x^19 for double; truncation < 1e-9 and
@@ -19,6 +20,7 @@
 #ifndef FC_MATH_H
 #define FC_MATH_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -30,6 +32,7 @@
 FC_INLINE float fc_exp_f32(float x)
 {
     const float shift = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    const float x0 = x;
     x = x > 88.0f ? 88.0f : x;
     x = x < -87.0f ? -87.0f : x;
     float kf = x * 1.44269504088896341f + shift;
@@ -49,12 +52,15 @@ FC_INLINE float fc_exp_f32(float x)
     uint32_t si = (ki << 23) + 0x3f800000u; /* bits of 2^k */
     float s;
     memcpy(&s, &si, sizeof s);
-    return p * s;
+    p = p * s;
+    p = x0 > 88.0f ? (float)INFINITY : p;
+    return x0 < -87.0f ? 0.0f : p;
 }
 
 FC_INLINE double fc_exp_f64(double x)
 {
     const double shift = 6755399441055744.0; /* 1.5 * 2^52 */
+    const double x0 = x;
     x = x > 709.0 ? 709.0 : x;
     x = x < -708.0 ? -708.0 : x;
     double kd = x * 1.4426950408889634074 + shift;
@@ -80,7 +86,9 @@ FC_INLINE double fc_exp_f64(double x)
     uint64_t si = (ki << 52) + 0x3ff0000000000000ull;
     double s;
     memcpy(&s, &si, sizeof s);
-    return p * s;
+    p = p * s;
+    p = x0 > 709.0 ? (double)INFINITY : p;
+    return x0 < -708.0 ? 0.0 : p;
 }
 
 FC_INLINE float fc_sigmoid_f32(float x) { return 1.0f / (1.0f + fc_exp_f32(-x)); }

@@ -54,7 +54,8 @@ void FC_FN(fc_rnn_bwd_step)(fc_int N, fc_int H, int act, const FC_REAL *A, fc_in
         if (act == FC_RELU) {
 #pragma GCC ivdep
             for (fc_int j = 0; j < H; j++) {
-                dAn[j] = h[j] > 0 ? dhn[j] + dyn[j] : 0;
+                /* a product with the 0/1 mask, not a select: 0 * inf is NaN, as in the twin */
+                dAn[j] = (dhn[j] + dyn[j]) * (FC_REAL)(h[j] > 0);
                 dhn[j] = 0;
             }
         } else {
