@@ -29,6 +29,12 @@ This module does not pin thread counts: numpy's and scipy's OpenBLAS read theirs
 loaded. ``python -m fastcells`` (``__main__.py``) sets the environment and re-executes the
 interpreter before either is imported; the pytest-benchmark suite in ``bench/`` reuses the
 problem, runner and verification helpers below.
+
+The full benchmark, ``python -m fastcells bench`` (``_bench_suite.py``), and ``bench/`` share
+the rest of what is here too: the named shapes (``SHAPES``), the onnxruntime peer
+(``onnx_model``, ``OnnxRunner``; inference only), the FLOP count of a call (``step_flops``,
+the one place it is counted), peak memory (``peak_memory``), the SGEMM yardstick
+(``sgemm_gflops``), and the two phases of a run (``verify_problem``, ``time_cases``).
 """
 import argparse
 import gc
@@ -808,7 +814,7 @@ def build_parser():
                         help="comma-separated cells among lstm,gru,rnn (default all; cells "
                              "whose fast kernels are not in this build are skipped)")
     parser.add_argument("--shapes", default=None, metavar="NxTxDxH,...",
-                        help="float32 shapes (default "
+                        help="float32 shapes, NxTxDxH or tiny/small/medium/large (default "
                              + ",".join(map(shape_label, DEFAULT_SHAPES)) + ")")
     parser.add_argument("--repeat", type=int, default=None, metavar="R",
                         help="most samples per case (default 15, 5 with --quick); slow cases "
@@ -851,6 +857,18 @@ def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def _twin_reference(p):
+    """The twin's results (training step, inference) and the times of its forward and backward
+    (its cache is freed on return)."""
+    twin = ArrayRunner("twin", p)
+    out, t_fwd = _timed(lambda: twin.forward(p.xs, p.Wx, p.Wh, p.b))
+    cache = out[2]
+    grads, t_bwd = _timed(lambda: twin.backward(cache, p.dhs))
+    ref_train = twin.results("train", (out[0], out[1], grads))
+    ref_infer = {k: ref_train[k] for k in ("hs", "h_T", "c_T") if k in ref_train}
+    return ref_train, ref_infer, t_fwd, t_bwd
+
+
 def verify_problem(p, impls, pacer, modes=MODES, threads=1):
     """Phase 1 for one problem: run the twin once (its results are the reference), then run
     every other implementation of ``impls`` in every mode of ``modes`` once and check it
@@ -860,12 +878,7 @@ def verify_problem(p, impls, pacer, modes=MODES, threads=1):
     mode, impl (onnxruntime only for ``infer``), and {impl: largest error against the twin}.
     """
     pacer.switch_to("numpy BLAS")
-    twin = ArrayRunner("twin", p)
-    out, t_fwd = _timed(lambda: twin.forward(p.xs, p.Wx, p.Wh, p.b))
-    grads, t_bwd = _timed(lambda: twin.backward(out[2], p.dhs))
-    ref_train = twin.results("train", (out[0], out[1], grads))
-    ref_infer = {k: ref_train[k] for k in ("hs", "h_T", "c_T") if k in ref_train}
-    del out, grads
+    ref_train, ref_infer, t_fwd, t_bwd = _twin_reference(p)
     cases, errs = [], {}
     for mode in modes:
         for impl in impls_for(mode, impls):
@@ -888,13 +901,14 @@ def verify_problem(p, impls, pacer, modes=MODES, threads=1):
     return cases, errs
 
 
-def time_cases(cases, deadline, repeat, pacer):
+def time_cases(cases, deadline, repeat, pacer, done=None, before=None):
     """Phase 2: time every case, replanning the sample counts before each one so that all of
     them fit before ``deadline`` (``plan_samples``, at most ``repeat`` samples per case).
 
     The first sample corrects the estimate downwards (a first call can be much slower than
     the rest); when the calls per sample it implies differ from those it was taken with, it
-    was a warm-up and is dropped.
+    was a warm-up and is dropped. ``before(i, case)`` and ``done(i, case)``, if given, are
+    called just before and after each case's samples.
     """
     pause = SWITCH_PAUSE if pacer.threads > 1 else 0.0
 
@@ -905,6 +919,8 @@ def time_cases(cases, deadline, repeat, pacer):
 
     for i, case in enumerate(cases):
         pacer.switch_to(case.runner.library)
+        if before is not None:
+            before(i, case)
         # Noise only ever adds time: the smaller of the two estimates is the better one (a
         # first sample stalled by another process would otherwise leave the case 1 sample).
         case.est = min(case.sample(), case.est)
@@ -915,6 +931,8 @@ def time_cases(cases, deadline, repeat, pacer):
         n = planned(i)
         while len(case.samples) < n:
             case.sample()
+        if done is not None:
+            done(i, case)
 
 
 def run(args):

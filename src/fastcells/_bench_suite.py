@@ -29,13 +29,17 @@ this process has loaded them already; so each thread count runs in its own child
 OMP_NUM_THREADS and MKL_NUM_THREADS set to it (torch: ``torch.set_num_threads``, onnxruntime:
 ``intra_op_num_threads``). The child writes its results as JSON; this parent process runs
 nothing timed, it merges the children's results, prints the markdown report, writes the JSON
-(``--json``), the markdown (``--markdown``) and, when matplotlib is installed
-(``pip install "fastcells[bench]"``), the PNG chart (``--png``).
+(``--json``), the markdown (``--markdown``), the report into the README between its marker
+lines (``--readme``) and, when matplotlib is installed (``pip install "fastcells[bench]"``),
+the PNG chart (``--png``).
+
+The project README's Performance section is made with
+``python -m fastcells bench --threads 1,2 --json docs/bench.json --png docs/bench.png
+--readme README.md``.
 """
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import subprocess
@@ -50,11 +54,16 @@ PEER_NAMES = {"fastcells": "fastcells", "twin": "NumPy twin", "torch": "torch",
 SHORT = {"fastcells": "fc", "twin": "twin", "torch": "torch", "onnxruntime": "ort"}
 DEFAULT_THREADS = (1, 2)
 DEFAULT_SHAPES = ("tiny", "small", "medium", "large")
-DEFAULT_BUDGET = 240.0  # seconds per thread count, verification included
+DEFAULT_BUDGET = 300.0  # seconds per thread count, verification included
 DEFAULT_REPEAT = 15
 DEFAULT_JSON = "fastcells-bench.json"
 DEFAULT_PNG = "fastcells-bench.png"
 SCHEMA = 1
+BUSY = 0.5  # cores taken by other processes (and steal) from which a case counts as disturbed
+DEFAULT_SETTLE = 3.0  # seconds a case waits at most for the machine to be quiet
+SETTLE_WINDOW = 0.25  # seconds over which quiet is measured
+README_BEGIN = "<!-- fastcells bench: begin -->"
+README_END = "<!-- fastcells bench: end -->"
 
 
 def _log(msg):
@@ -106,6 +115,11 @@ def build_parser():
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET, metavar="SECONDS",
                         help="target time of each thread count's run, verification included, "
                              f"memory not (default {DEFAULT_BUDGET:.0f})")
+    parser.add_argument("--settle", type=float, default=DEFAULT_SETTLE, metavar="SECONDS",
+                        help="before each case, wait up to this long for other processes to "
+                             f"leave the machine quiet (< {BUSY} cores busy over "
+                             f"{SETTLE_WINDOW} s; default {DEFAULT_SETTLE:g}, 0 for never); in "
+                             "all at most a quarter of --budget")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the peak-memory measurements")
     parser.add_argument("--json", default=DEFAULT_JSON, metavar="PATH",
@@ -116,6 +130,10 @@ def build_parser():
                              "'' for none)")
     parser.add_argument("--markdown", default="", metavar="PATH",
                         help="also write the markdown report to this file")
+    parser.add_argument("--readme", default="", metavar="PATH",
+                        help="replace the report between the lines '" + README_BEGIN + "' and '"
+                             + README_END + "' of this markdown file (the project README's "
+                             "Performance section)")
     # Internal: a child process (one thread count), or the SGEMM reference alone.
     parser.add_argument("--child-json", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--sgemm-only", action="store_true", help=argparse.SUPPRESS)
@@ -140,6 +158,8 @@ def parse_args(argv):
         parser.error("--repeat must be at least 1")
     if not args.budget > 0:
         parser.error("--budget must be positive")
+    if not args.settle >= 0:
+        parser.error("--settle must be >= 0")
     if args.child_json is not None and len(args.threads) != 1:
         parser.error("a child runs one thread count")
     return args
@@ -152,7 +172,7 @@ def _child_argv(args, threads, path, memory, sgemm_only=False):
     argv += ["--shapes", ",".join(map(_bench.shape_label, args.shapes)),
              "--cells", ",".join(args.cells), "--modes", ",".join(args.modes),
              "--peers", ",".join(args.peers), "--repeat", str(args.repeat),
-             "--budget", repr(args.budget)]
+             "--budget", repr(args.budget), "--settle", repr(args.settle)]
     return argv + ([] if memory else ["--no-memory"])
 
 
@@ -198,6 +218,9 @@ def _case_record(case, threads):
             "median_s": med, "min_s": float(min(case.samples)),
             "max_s": float(max(case.samples)), "samples_s": [float(t) for t in case.samples],
             "calls_per_sample": case.k, "max_rel_err_vs_twin": case.err,
+            "other_cores": (getattr(case, "load", None) or {}).get("other_cores"),
+            "steal_cores": (getattr(case, "load", None) or {}).get("steal_cores"),
+            "settle_s": getattr(case, "settle_s", 0.0),
             "flops": flops, "gflops": flops / med / 1e9}
 
 
@@ -246,6 +269,34 @@ class _Load:
         own = end[3] - self.start[3]
         return {"wall_s": wall, "other_cores": max(0.0, busy - own) / wall,
                 "steal_cores": steal / wall, "own_cores": own / wall}
+
+
+class _Settle:
+    """Wait, before a case, until other processes leave the machine quiet: other processes'
+    cores plus steal < BUSY over SETTLE_WINDOW seconds; at most ``per_case`` seconds per case
+    and ``total`` in all (the time waited comes out of the sampling budget). After two cases
+    in a row that waited in vain, the machine is taken as busy for a while: the next cases
+    look once (one window) until one finds it quiet again."""
+
+    def __init__(self, per_case, total):
+        self.per_case, self.total, self.spent, self.in_vain = per_case, total, 0.0, 0
+
+    def wait(self):
+        t0 = time.perf_counter()
+        limit = SETTLE_WINDOW if self.in_vain >= 2 else self.per_case
+        quiet = False
+        while (time.perf_counter() - t0 < limit
+               and self.spent + time.perf_counter() - t0 < self.total):
+            load = _Load()
+            time.sleep(SETTLE_WINDOW)
+            r = load.result()
+            if r is None or r["other_cores"] + r["steal_cores"] < BUSY:
+                quiet = True
+                break
+        self.in_vain = 0 if quiet else self.in_vain + 1
+        waited = time.perf_counter() - t0
+        self.spent += waited
+        return waited
 
 
 def child_main(args):
@@ -303,9 +354,24 @@ def child_main(args):
         result["error"] = str(e)
         write("verification failed")
         return 1
-    _bench.time_cases(cases, deadline, args.repeat, pacer)
+
+    settle = _Settle(args.settle, args.budget / 4)
+
+    def before(i, case):
+        case.settle_s = settle.wait() if args.settle > 0 else 0.0
+        case.load = _Load()
+
+    def done(i, case):
+        case.load = case.load.result()
+        last = i + 1 == len(cases) or (cases[i + 1].p is not case.p)
+        if last:
+            _log(f"[{threads} thr] timed {case.p.cell} {case.p.label} ({i + 1}/{len(cases)} "
+                 f"cases, {time.perf_counter() - start:.0f} s)")
+
+    _bench.time_cases(cases, deadline, args.repeat, pacer, done, before)
     _log(f"[{threads} thr] timed {len(cases)} cases in "
-         f"{time.perf_counter() - start:.1f} s")
+         f"{time.perf_counter() - start:.1f} s ({settle.spent:.0f} s of it waiting for quiet)")
+    result["settle_s"] = settle.spent
     result["sgemm_gflops"]["after"] = _sgemm(threads, pacer)
     result["cases"] = [_case_record(c, threads) for c in cases]
     if args.memory:
@@ -379,12 +445,17 @@ def assemble(args, argv, runs, sgemm_run, wall):
     }
 
 
+def _busy(c):
+    return c is not None and (c.get("other_cores") or 0.0) + (c.get("steal_cores") or 0.0) >= BUSY
+
+
 def _fmt_time(c):
     if c is None:
         return "–"
+    mark = "\\*" if _busy(c) else ""
     if len(c["samples_s"]) < 2:
-        return _bench._fmt_ms(c["median_s"])
-    return (f"{_bench._fmt_ms(c['median_s'])} ({_bench._fmt_ms(c['min_s'])}–"
+        return _bench._fmt_ms(c["median_s"]) + mark
+    return (f"{_bench._fmt_ms(c['median_s'])}{mark} ({_bench._fmt_ms(c['min_s'])}–"
             f"{_bench._fmt_ms(c['max_s'])})")
 
 
@@ -508,6 +579,11 @@ def machine_lines(report):
         busy = r.get("load")
         busy = ("" if not busy else f"; meanwhile other processes kept {busy['other_cores']:.2f} "
                 f"cores busy on average (steal {busy['steal_cores']:.2f})")
+        cases = r.get("cases") or []
+        marked = sum(_busy(c) for c in cases)
+        if cases:
+            busy += (f"; {r.get('settle_s', 0):.0f} s spent waiting for quiet before cases, "
+                     f"{marked} of {len(cases)} cases still disturbed (\\*)")
         lines.append(f"- {r['threads']} thread{'s' if r['threads'] > 1 else ''}: one process, "
                      f"{env}{extra}; {r['wall_s']:.0f} s{busy}")
         if r.get("skipped_cells"):
@@ -532,6 +608,9 @@ def notes(report):
         "2·N·T·G·H·(D + H), training 3× that (backward: dxs, dWx, dh, dWh); G = 4 (LSTM), "
         "3 (GRU), 1 (RNN). fc / SGEMM₁ = fastcells' GFLOP/s over the single-thread SGEMM "
         "above (so up to ~200% with 2 threads).",
+        f"\\* = while this case was timed, other processes and the hypervisor's steal took "
+        f">= {BUSY} of the machine's cores on average (/proc/stat): its time is likely "
+        "inflated.",
         "x/fc = x's median time over fastcells': > 1 means fastcells is faster. fc err = "
         "max|fc − twin| / max|twin| over outputs, final states and gradients; every "
         f"implementation was checked (<= {report['rtol_vs_twin']:.0e}) before any timing.",
@@ -542,13 +621,14 @@ def notes(report):
             "allocated by the call and alive at once at the worst moment, inputs not counted "
             "(outputs, cache, gradients, temporaries); tracemalloc for fastcells and the twin, "
             "the CPU allocator's events in torch.profiler for torch; BLAS/OpenMP internal "
-            "buffers are not counted. kept = what the call returns (train: outputs and "
+            "buffers are not counted, nor is onnxruntime measured (its arena is visible to "
+            "neither tool). kept = what the call returns (train: outputs and "
             "gradients; infer: outputs and final states); excess = peak − kept.")
     return text
 
 
-def markdown(report):
-    lines = ["## fastcells benchmark: float32, batch-first", ""]
+def markdown(report, title=True):
+    lines = ["## fastcells benchmark: float32, batch-first", ""] if title else []
     lines += machine_lines(report)
     lines += [f"- command: `{report['command']}` ({report['date']}, "
               f"{report['wall_s']:.0f} s in all)", ""]
@@ -559,8 +639,23 @@ def markdown(report):
         lines += ["Peak memory of a training step (MB):", ""] + train + [""]
     if infer:
         lines += ["Peak memory of inference (MB):", ""] + infer + [""]
-    lines += notes(report)
-    return lines
+    for paragraph in notes(report):
+        lines += [paragraph, ""]
+    return lines[:-1]
+
+
+def update_readme(path, report):
+    """Replace the lines strictly between README_BEGIN and README_END in ``path`` with the
+    report (without its title); raise ValueError when the markers are missing."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{path}: no '{README_BEGIN}' ... '{README_END}' lines")
+    begin += len(README_BEGIN)
+    body = "\n".join(markdown(report, title=False))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text[:begin] + "\n" + body + "\n" + text[end:])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -579,7 +674,8 @@ def plot(report, path):
         return False
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FixedLocator, FuncFormatter
 
     runs = report["runs"]
     cells, shapes, modes = _order(report)
@@ -590,22 +686,29 @@ def plot(report, path):
     nrow, ncol = len(runs), len(modes)
     fig, axes = plt.subplots(nrow, ncol, figsize=(max(7.0, 0.62 * len(groups) * ncol), 3.6 * nrow),
                              squeeze=False, sharey=True)
-    ratios = []
+    ratios, handles, disturbed = [], {}, False
     for r, run in enumerate(runs):
         for m, mode in enumerate(modes):
             ax = axes[r][m]
             mode_peers = _bench.impls_for(mode, peers)
             width = 0.8 / max(1, len(mode_peers))
             for j, peer in enumerate(mode_peers):
-                xs, ys = [], []
+                xs, ys, hatches = [], [], []
                 for g, (cell, shape) in enumerate(groups):
                     fc = by_key.get((cell, shape, mode, "fastcells", run["threads"]))
                     other = by_key.get((cell, shape, mode, peer, run["threads"]))
                     if fc and other:
                         xs.append(g - 0.4 + width * (j + 0.5))
                         ys.append(other["median_s"] / fc["median_s"])
+                        hatches.append("////" if _busy(fc) or _busy(other) else None)
                 ratios += ys
-                ax.bar(xs, ys, width, bottom=0, color=COLORS[peer], label=PEER_NAMES[peer])
+                bars = ax.bar(xs, ys, width, bottom=0, color=COLORS[peer])
+                for bar, hatch in zip(bars, hatches):
+                    if hatch:
+                        bar.set_hatch(hatch)
+                        bar.set_edgecolor("white")
+                        disturbed = True
+                handles[peer] = bars
             ax.axhline(1.0, color="black", lw=0.8)
             ax.set_yscale("log")
             ax.set_xticks(range(len(groups)))
@@ -618,19 +721,29 @@ def plot(report, path):
             ax.grid(axis="y", which="both", lw=0.3, alpha=0.5)
             if m == 0:
                 ax.set_ylabel("peer time / fastcells time")
-            ax.legend(fontsize=8, loc="upper right")
     if ratios:
         lo, hi = min(ratios + [1.0]), max(ratios + [1.0])
         axes[0][0].set_ylim(lo / 1.5, hi * 1.5)
-    fmt = FuncFormatter(lambda y, _: f"{y:g}×")
+    ticks = [m * 10.0 ** e for e in range(-3, 5) for m in (1, 2, 5)]
     for ax in axes.flat:
-        ax.yaxis.set_major_formatter(fmt)
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}×"))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: ""))
+    # Lay the panels out first, below a band of 0.8 inch for the title and the legend.
+    band = 0.8 / fig.get_figheight()
+    fig.tight_layout(rect=(0, 0, 1, 1 - band))
     m = report["machine"]
     fig.suptitle("fastcells' speedup over each peer: peer time / fastcells time (> 1: fastcells "
                  f"faster), median times, float32\n{m['cpu']}, {m['usable_cores']} cores; "
-                 f"{report['date'][:10]}", fontsize=10)
-    fig.tight_layout()
+                 f"{report['date'][:10]}", fontsize=10, y=1 - 0.05 * band, va="top")
+    shown = [p for p in peers if p in handles]
+    items = [Patch(facecolor=COLORS[p]) for p in shown]
+    labels = [PEER_NAMES[p] for p in shown]
+    if disturbed:
+        items.append(Patch(facecolor="grey", edgecolor="white", hatch="////"))
+        labels.append(f"hatched: disturbed (other processes + steal >= {BUSY} cores)")
+    fig.legend(items, labels, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.55 * band),
+               ncol=len(items), fontsize=9, frameon=False)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
@@ -664,10 +777,18 @@ def main(argv):
         return 0
     lines = markdown(report)
     print("\n".join(lines))
+    status = 0
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("\n".join(lines) + "\n")
         _log(f"wrote {args.markdown}")
+    if args.readme:
+        try:
+            update_readme(args.readme, report)
+            _log(f"updated the report in {args.readme}")
+        except (OSError, ValueError) as e:
+            _log(f"error: {e}")
+            status = 1
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
@@ -677,4 +798,4 @@ def main(argv):
             _log(f"wrote {args.png}")
         else:
             _log("matplotlib is not installed: no chart (pip install \"fastcells[bench]\")")
-    return 0
+    return status

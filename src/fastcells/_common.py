@@ -32,8 +32,9 @@ class SequenceCache:
 
 
 def outputs(seq):
-    """hs (zeros, in the layout of xs) and its (N*T, H) matrix view for the kernels."""
-    hs = np.zeros(seq.seq_shape, seq.dtype)
+    """hs (in the layout of xs; every element is written by the kernel, zeros when there is
+    nothing to compute) and its (N*T, H) matrix view for the kernels."""
+    hs = (np.zeros if seq.empty else np.empty)(seq.seq_shape, seq.dtype)
     return hs, hs.reshape(seq.N * seq.T, seq.H)
 
 
@@ -73,7 +74,8 @@ class Backward:
 
     Attributes: cache; dY ((N*T, H) or a (1, H) zero row) and has_dy; dh (and dc) — the
     final-state gradients, copied, which the kernel turns into dh0 (dc0) in place; dX, dWx, dWh
-    and db zeros shaped like their arguments; run (False when there is nothing to compute).
+    and db shaped like their arguments, for the kernel to fill (zeros when there is nothing to
+    compute); run (False in that case).
     """
 
     def __init__(self, fn, forward, cache, cache_cls, dhs, final_grads, G, b_shape):
@@ -87,11 +89,12 @@ class Backward:
             dY = sequence_order(dY, cache.reverse, cache.lengths, cache.time_major)
         self.dY = dY.reshape(N * T, H) if self.has_dy else np.zeros((1, H), dtype)
         self.states = [state_grad(fn, name, a, cache) for name, a in final_grads.items()]
-        self.dX = np.zeros((N * T, D), dtype)
-        self.dWx = np.zeros((D, G * H), dtype)
-        self.dWh = np.zeros((H, G * H), dtype)
-        self.db = np.zeros(b_shape(H), dtype)
         self.run = not cache.empty
+        new = np.empty if self.run else np.zeros  # the kernel writes every element
+        self.dX = new((N * T, D), dtype)
+        self.dWx = new((D, G * H), dtype)
+        self.dWh = new((H, G * H), dtype)
+        self.db = new(b_shape(H), dtype)
 
     @property
     def dxs(self):

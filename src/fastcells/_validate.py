@@ -11,21 +11,38 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _BLAS_MAX = 2**31 - 1
 
 
-def float_array(fn, name, a, ndim, dtype=None, what=""):
-    """`a` as a C-contiguous float32/float64 array of `ndim` dims (and of `dtype` if given)."""
+def raw_array(fn, name, a, ndim, dtype=None, what="", ref="xs"):
+    """`a` checked (float32/float64, of `dtype` if given, `ndim` dims) but not converted:
+    np.asarray(a), so that sizes can be checked before anything is copied. `ref` names the
+    argument whose dtype is the call's."""
     if a is None:
         raise TypeError(f"{fn}: {name} must be an array{what}, got None")
-    arr = np.asarray(a)
+    arr = as_array(fn, name, a)
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{fn}: {name} must have dtype float32 or float64, got {arr.dtype}")
     if dtype is not None and arr.dtype != dtype:
         raise TypeError(
-            f"{fn}: {name} has dtype {arr.dtype}, expected {dtype} (the dtype of xs: all arrays "
-            f"of one call share one dtype)")
+            f"{fn}: {name} has dtype {arr.dtype}, expected {dtype} (the dtype of {ref}: all "
+            f"arrays of one call share one dtype)")
     if arr.ndim != ndim:
         raise ValueError(
             f"{fn}: {name} must be {ndim}-D{what}, got {arr.ndim}-D with shape {arr.shape}")
-    return np.require(arr, requirements=("C", "A"))
+    return arr
+
+
+def float_array(fn, name, a, ndim, dtype=None, what="", ref="xs"):
+    """`a` as a C-contiguous, aligned float32/float64 array of `ndim` dims (and of `dtype` if
+    given), copied only when it is not already."""
+    return np.require(raw_array(fn, name, a, ndim, dtype, what, ref), requirements=("C", "A"))
+
+
+def as_array(fn, name, a):
+    """np.asarray(a), with NumPy's complaint about a ragged or odd object naming `name`."""
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{fn}: {name} must be an array of numbers, got {type(a).__name__} "
+                         f"that NumPy cannot convert ({e})") from None
 
 
 def check_shape(fn, name, arr, expected, letters):
@@ -49,31 +66,35 @@ class Sequence:
     or with reverse=True each sequence of xs reversed within its length, see `order`).
     """
 
-    def __init__(self, fn, G, xs, Wx, Wh, lengths, time_major, reverse=False):
+    def __init__(self, fn, G, xs, Wx, Wh, lengths, time_major, reverse=False, xs_name="xs"):
         self.fn, self.G = fn, G
         self.time_major = check_flag(fn, "time_major", time_major)
         self.reverse = check_flag(fn, "reverse", reverse)
         layout = "(T, N, D)" if self.time_major else "(N, T, D)"
-        self.xs = float_array(fn, "xs", xs, 3, what=f" of shape {layout}")
-        self.dtype = self.xs.dtype
+        # shapes and dtypes first, then the size limit, and only then any copy
+        xs = raw_array(fn, "xs", xs, 3, what=f" of shape {layout}", ref=xs_name)
+        self.dtype = xs.dtype
         if self.time_major:
-            self.T, self.N, self.D = self.xs.shape
+            self.T, self.N, self.D = xs.shape
         else:
-            self.N, self.T, self.D = self.xs.shape
-        self.Wh = float_array(fn, "Wh", Wh, 2, self.dtype, what=f" of shape (H, {G}H)")
-        self.H = self.Wh.shape[0]
+            self.N, self.T, self.D = xs.shape
+        Wh = raw_array(fn, "Wh", Wh, 2, self.dtype, what=f" of shape (H, {G}H)", ref=xs_name)
+        self.H = Wh.shape[0]
         g = f"{G}H" if G > 1 else "H"
-        check_shape(fn, "Wh", self.Wh, (self.H, G * self.H), f"(H, {g}) with H = {self.H}")
-        self.Wx = float_array(fn, "Wx", Wx, 2, self.dtype, what=f" of shape (D, {g})")
-        check_shape(fn, "Wx", self.Wx, (self.D, G * self.H),
-                    f"(D, {g}) with D = {self.D} (from xs), H = {self.H} (from Wh)")
+        check_shape(fn, "Wh", Wh, (self.H, G * self.H), f"(H, {g}) with H = {self.H}")
+        Wx = raw_array(fn, "Wx", Wx, 2, self.dtype, what=f" of shape (D, {g})", ref=xs_name)
+        check_shape(fn, "Wx", Wx, (self.D, G * self.H),
+                    f"(D, {g}) with D = {self.D} (from {xs_name}), H = {self.H} (from Wh)")
+        rows = self.N * self.T
+        if max(rows, self.D, self.H, 1) * max(self.D, G * self.H, 1) > _BLAS_MAX:
+            raise ValueError(
+                f"{fn}: N*T = {rows} rows, D = {self.D}, H = {self.H} give a matrix of more "
+                f"than the 32-bit BLAS limit of {_BLAS_MAX} elements")
+        self.xs = np.require(xs, requirements=("C", "A"))
+        self.Wh = np.require(Wh, requirements=("C", "A"))
+        self.Wx = np.require(Wx, requirements=("C", "A"))
         self.lengths = lengths_array(fn, lengths, self.N, self.T)
         self.X = self.order(self.xs).reshape(self.N * self.T, self.D)
-        rows = self.N * self.T
-        if max(rows, 1) * max(self.D, G * self.H, 1) > _BLAS_MAX:
-            raise ValueError(
-                f"{fn}: N*T = {rows} rows of width max(D, {g}) = {max(self.D, G * self.H)} "
-                f"exceed the 32-bit BLAS limit of {_BLAS_MAX} elements per matrix")
 
     def order(self, a):
         """With reverse=True, the sequence array `a` (in the layout of xs) with each sequence
@@ -124,7 +145,9 @@ def lengths_array(fn, lengths, N, T):
     """None, or `lengths` as a C-contiguous int64 copy after checking shape (N,) and 0..T."""
     if lengths is None:
         return None
-    arr = np.asarray(lengths)
+    arr = as_array(fn, "lengths", lengths)
+    if arr.size == 0 and not isinstance(lengths, np.ndarray):
+        arr = arr.astype(np.int64)  # an empty list for an empty batch: NumPy calls it float
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{fn}: lengths must be integers, got dtype {arr.dtype}")
     if arr.shape != (N,):

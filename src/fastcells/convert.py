@@ -123,13 +123,14 @@ def _check_params(fn, name, p):
     Wh = float_array(fn, f"{name}.Wh", Wh, 2, what=f" of shape (H, {g})")
     dtype, H = Wh.dtype, Wh.shape[0]
     check_shape(fn, f"{name}.Wh", Wh, (H, G * H), f"(H, {g}) with H = {H}")
-    Wx = float_array(fn, f"{name}.Wx", Wx, 2, dtype, what=f" of shape (D, {g})")
+    Wx = float_array(fn, f"{name}.Wx", Wx, 2, dtype, what=f" of shape (D, {g})", ref=f"{name}.Wh")
     check_shape(fn, f"{name}.Wx", Wx, (Wx.shape[0], G * H), f"(D, {g}) with H = {H}")
     if cell == "gru" and options["reset_after"]:
         shape, letters = (2, 3 * H), "(2, 3H)"
     else:
         shape, letters = (G * H,), f"({g},)"
-    b = float_array(fn, f"{name}.b", b, len(shape), dtype, what=f" of shape {letters}")
+    b = float_array(fn, f"{name}.b", b, len(shape), dtype, what=f" of shape {letters}",
+                    ref=f"{name}.Wh")
     check_shape(fn, f"{name}.b", b, shape, letters)
     return Params(cell, Wx, Wh, b, options)
 
@@ -166,7 +167,10 @@ def _numpy(fn, name, v, dtype=None):
         except TypeError as e:  # bfloat16 and other types NumPy lacks
             raise TypeError(f"{fn}: {name} must have dtype float32 or float64, "
                             f"got {v.dtype}") from e
-    a = np.asarray(v)
+    try:
+        a = np.asarray(v)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{fn}: {name} is not an array: {e}") from None
     if a.dtype not in (np.float32, np.float64):
         raise TypeError(f"{fn}: {name} must have dtype float32 or float64, got {a.dtype}")
     if dtype is not None and a.dtype != dtype:
@@ -586,7 +590,7 @@ def from_keras(kind, weights, reset_after=True, *, activation="tanh",
     K = float_array(fn, "weights[0] (kernel)", weights[0], 2, what=f" of shape (D, {g})")
     dtype = K.dtype
     R = float_array(fn, "weights[1] (recurrent_kernel)", weights[1], 2, dtype,
-                    what=f" of shape (H, {g})")
+                    what=f" of shape (H, {g})", ref="weights[0] (kernel)")
     H = R.shape[0]
     check_shape(fn, "weights[1] (recurrent_kernel)", R, (H, G * H), f"(H, {g}) with H = {H}")
     check_shape(fn, "weights[0] (kernel)", K, (K.shape[0], G * H), f"(D, {g}) with H = {H}")
@@ -665,11 +669,11 @@ def from_onnx(op_type, W, R, B=None, linear_before_reset=0, *, P=None, clip=None
         raise ValueError(f"{fn}: R must have num_directions = 1 or 2 on its first axis, got "
                          f"shape {R.shape}")
     check_shape(fn, "R", R, (dirs, G * H, H), f"[num_directions, {g}, H] with H = {H}")
-    W = float_array(fn, "W", W, 3, dtype, what=f" of shape [num_directions, {g}, D]")
+    W = float_array(fn, "W", W, 3, dtype, what=f" of shape [num_directions, {g}, D]", ref="R")
     check_shape(fn, "W", W, (dirs, G * H, W.shape[2]), f"[num_directions, {g}, D] with H = {H}")
     if B is None:
         B = np.zeros((dirs, 2 * G * H), dtype)
-    B = float_array(fn, "B", B, 2, dtype, what=f" of shape [num_directions, 2*{g}]")
+    B = float_array(fn, "B", B, 2, dtype, what=f" of shape [num_directions, 2*{g}]", ref="R")
     check_shape(fn, "B", B, (dirs, 2 * G * H), f"[num_directions, 2*{g}]")
     _check_onnx_attributes(fn, op_type, cell, dirs, H, dtype, P, clip, input_forget,
                            activation_alpha, activation_beta, hidden_size, direction, layout)
@@ -829,11 +833,11 @@ def from_book_gru(Wx, Wh, b=None):
     Wh = float_array(fn, "Wh", Wh, 2, what=" of shape (H, 3H)")
     H, dtype = Wh.shape[0], Wh.dtype
     check_shape(fn, "Wh", Wh, (H, 3 * H), f"(H, 3H) with H = {H}")
-    Wx = float_array(fn, "Wx", Wx, 2, dtype, what=" of shape (D, 3H)")
+    Wx = float_array(fn, "Wx", Wx, 2, dtype, what=" of shape (D, 3H)", ref="Wh")
     check_shape(fn, "Wx", Wx, (Wx.shape[0], 3 * H), f"(D, 3H) with H = {H}")
     if b is None:
         b = np.zeros(3 * H, dtype)
-    b = float_array(fn, "b", b, 1, dtype, what=" of shape (3H,)")
+    b = float_array(fn, "b", b, 1, dtype, what=" of shape (3H,)", ref="Wh")
     check_shape(fn, "b", b, (3 * H,), "(3H,)")
     Wx, Wh, b = _new(Wx), _new(Wh), _new(b)
     for a in (Wx, Wh, b):

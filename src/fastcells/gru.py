@@ -63,6 +63,7 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
     fn = "gru_forward"
     reset_after = check_flag(fn, "reset_after", reset_after)
     seq = Sequence(fn, 3, xs, Wx, Wh, lengths, time_major, reverse)
+    training = check_flag(fn, "training", training)
     N, T, H, dtype = seq.N, seq.T, seq.H, seq.dtype
     shape = _bias_shape(reset_after, H)
     b = seq.vector("b", b, shape, "(2, 3H)" if reset_after else "(3H,)").reshape(-1)

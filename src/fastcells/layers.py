@@ -24,7 +24,7 @@ from . import _fastpath, _gru, _lstm, _rnn
 from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import _ACTIVATIONS, rnn_backward, rnn_forward
-from ._validate import FLOAT_DTYPES, Sequence
+from ._validate import FLOAT_DTYPES, Sequence, check_flag, float_array
 
 __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "TimeBiRNN", "TimeBiLSTM", "TimeBiGRU",
            "RNN", "LSTM", "GRU"]
@@ -32,13 +32,32 @@ __all__ = ["TimeRNN", "TimeLSTM", "TimeGRU", "TimeBiRNN", "TimeBiLSTM", "TimeBiG
 
 def _check_input(fn, name, a, params):
     """A float input of another dtype than the model's (its params') is an error that names
-    the input: the model's dtype rules (a float32 model stays float32 end to end)."""
+    the input: the model's dtype rules (a float32 model stays float32 end to end). Params that
+    disagree among themselves are named first."""
+    dtypes = [getattr(p, "dtype", None) for p in params]
+    for k, d in enumerate(dtypes[1:], 1):
+        if dtypes[0] in FLOAT_DTYPES and d in FLOAT_DTYPES and d != dtypes[0]:
+            raise TypeError(f"{fn}: the params disagree: {('Wx', 'Wh', 'b')[k]} has dtype {d}, "
+                            f"Wx has {dtypes[0]}")
     dtype = getattr(params[0], "dtype", None)
     got = getattr(a, "dtype", None)
     if (dtype in FLOAT_DTYPES and got is not None and got != dtype
             and np.issubdtype(got, np.floating)):
         raise TypeError(f"{fn}: {name} has dtype {got}, expected {dtype} (the dtype of the "
                         f"layer's params)")
+
+
+def _zeros_like(fn, name, a):
+    """grads' buffers: np.zeros_like, with a failure naming the parameter."""
+    try:
+        return np.zeros_like(a)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{fn}: {name} is not an array: {e}") from None
+
+
+def _grads_for(owner, Wx, Wh, b):
+    fn = type(owner).__name__
+    return [_zeros_like(fn, n, a) for n, a in (("Wx", Wx), ("Wh", Wh), ("b", b))]
 
 
 # ---- Time layers -----------------------------------------------------------------------------
@@ -52,7 +71,7 @@ class _TimeLayer:
 
     def __init__(self, Wx, Wh, b, stateful=False, *, reverse=False, **options):
         self.params = [Wx, Wh, b]
-        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.grads = _grads_for(self, Wx, Wh, b)
         self.stateful = stateful
         self.reverse = reverse
         self.options = options
@@ -154,7 +173,12 @@ class _TimeBiLayer:
         return np.concatenate((o1, o2), axis=2)
 
     def backward(self, dhs):
-        H = dhs.shape[2] // 2
+        fn = f"{type(self).__name__}.backward"
+        H = self.forward_layer.params[1].shape[0]
+        dhs = float_array(fn, "dhs", dhs, 3, what=" of shape (N, T, 2H)")
+        if dhs.shape[2] != 2 * H:
+            raise ValueError(f"{fn}: dhs must have 2H = {2 * H} features (both directions), "
+                             f"got shape {dhs.shape}")
         return self.forward_layer.backward(dhs[:, :, :H]) + \
             self.backward_layer.backward(dhs[:, :, H:])
 
@@ -203,7 +227,7 @@ class _Cell:
 
     def __init__(self, Wx, Wh, b):
         self.params = [Wx, Wh, b]
-        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.grads = _grads_for(self, Wx, Wh, b)
         self.cache = None
 
     def _weights(self, fn, x, states):
@@ -214,8 +238,8 @@ class _Cell:
             return (x, states, Wx, Wh, b) + ready
         # the full checks: convert or raise (x as a one-step, batch-first sequence)
         _check_input(fn, "x", x, self.params)
-        seq = Sequence(fn, self._G, x if x is None else np.asarray(x)[:, None], Wx, Wh, None,
-                       False)
+        x = float_array(fn, "x", x, 2, what=" of shape (N, D)")
+        seq = Sequence(fn, self._G, x[:, None], Wx, Wh, None, False, xs_name="x")
         b = seq.vector("b", b, self._b_shape(seq.H), "the bias shape")
         names = ("h_prev", "c_prev")[:len(states)]
         states = [seq.vector(n, s, (seq.N, seq.H), "(N, H)") for n, s in zip(names, states)]
@@ -223,6 +247,11 @@ class _Cell:
 
     def _b_shape(self, H):
         return (self._G * H,)
+
+    def _cache(self, fn):
+        if self.cache is None:
+            raise ValueError(f"{fn}: call forward first (there is no step to differentiate)")
+        return self.cache
 
     def _grads_out(self, fn, grads_in, N, H, dtype):
         """The upstream gradients, checked like the states (None is zeros)."""
@@ -269,7 +298,7 @@ class LSTM(_Cell):
         return h_next, c_next
 
     def backward(self, dh_next, dc_next):
-        x, h_prev, c_prev, gates, tanh_c, Wx, Wh = self.cache
+        x, h_prev, c_prev, gates, tanh_c, Wx, Wh = self._cache("LSTM.backward")
         N, H = h_prev.shape
         dtype = Wx.dtype
         dh_next, dc = self._grads_out("LSTM.backward", [("dh_next", dh_next),
@@ -289,7 +318,7 @@ class RNN(_Cell):
 
     def __init__(self, Wx, Wh, b, nonlinearity="tanh"):
         super().__init__(Wx, Wh, b)
-        if nonlinearity not in _ACTIVATIONS:
+        if not isinstance(nonlinearity, str) or nonlinearity not in _ACTIVATIONS:
             raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
 
@@ -303,7 +332,7 @@ class RNN(_Cell):
         return h_next
 
     def backward(self, dh_next):
-        x, h_prev, A, Wx, Wh, act = self.cache
+        x, h_prev, A, Wx, Wh, act = self._cache("RNN.backward")
         N, H = h_prev.shape
         (dh_next,) = self._grads_out("RNN.backward", [("dh_next", dh_next)], N, H, Wx.dtype)
         dh = np.zeros((N, H), Wx.dtype)
@@ -323,7 +352,7 @@ class GRU(_Cell):
 
     def __init__(self, Wx, Wh, b, reset_after=True):
         super().__init__(Wx, Wh, b)
-        self.reset_after = self._b_rows = bool(reset_after)
+        self.reset_after = self._b_rows = check_flag("GRU", "reset_after", reset_after)
 
     def _b_shape(self, H):
         return (2, 3 * H) if self.reset_after else (3 * H,)
@@ -340,7 +369,7 @@ class GRU(_Cell):
         return h_next
 
     def backward(self, dh_next):
-        x, h_prev, G, S, Wx, Wh = self.cache
+        x, h_prev, G, S, Wx, Wh = self._cache("GRU.backward")
         N, H = h_prev.shape
         dtype = Wx.dtype
         (dh_next,) = self._grads_out("GRU.backward", [("dh_next", dh_next)], N, H, dtype)

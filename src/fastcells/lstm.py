@@ -15,7 +15,7 @@ from . import _lstm
 from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_input_weights,
                       packed_weights, states_by_step)
 from ._types import LSTMGrads
-from ._validate import Sequence
+from ._validate import Sequence, check_flag
 
 __all__ = ["lstm_forward", "lstm_backward", "LSTMCache"]
 
@@ -49,6 +49,7 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
     hs : (N, T, H) (or (T, N, H)) outputs; (h_T, c_T) : (N, H) final states; cache.
     """
     seq = Sequence("lstm_forward", 4, xs, Wx, Wh, lengths, time_major, reverse)
+    training = check_flag("lstm_forward", "training", training)
     N, T, H, dtype = seq.N, seq.T, seq.H, seq.dtype
     b = seq.vector("b", b, (4 * H,), "(4H,)")
     h, c = seq.state("h0", h0), seq.state("c0", c0)

@@ -10,7 +10,7 @@ from . import _rnn
 from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_input_weights,
                       packed_weights, states_by_step)
 from ._types import RNNGrads
-from ._validate import Sequence
+from ._validate import Sequence, check_flag
 
 __all__ = ["rnn_forward", "rnn_backward", "RNNCache"]
 
@@ -25,7 +25,7 @@ class RNNCache(SequenceCache):
 
 
 def _activation(fn, nonlinearity):
-    if nonlinearity not in _ACTIVATIONS:
+    if not isinstance(nonlinearity, str) or nonlinearity not in _ACTIVATIONS:
         raise ValueError(
             f"{fn}: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     return _ACTIVATIONS[nonlinearity]
@@ -55,6 +55,7 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
     fn = "rnn_forward"
     act = _activation(fn, nonlinearity)
     seq = Sequence(fn, 1, xs, Wx, Wh, lengths, time_major, reverse)
+    training = check_flag(fn, "training", training)
     N, T, H = seq.N, seq.T, seq.H
     b = seq.vector("b", b, (H,), "(H,)")
     h = seq.state("h0", h0)

@@ -12,20 +12,29 @@ def clip_grads(grads, max_norm):
     below 1), the remedy for the exploding gradients of long BPTT.
 
     Returns the global norm before clipping. The norm is accumulated in float64, whatever the
-    gradients' dtype; NaN or Inf gradients give a NaN/Inf norm and are left unchanged.
+    gradients' dtype; NaN or Inf gradients give a NaN/Inf norm and are left unchanged (a finite
+    factor cannot fix them, and 0 * inf would turn them into NaN).
     """
-    if not (isinstance(max_norm, (int, float, np.number)) and math.isfinite(max_norm)
-            and max_norm >= 0):
+    if (isinstance(max_norm, (bool, np.bool_))
+            or not isinstance(max_norm, (int, float, np.integer, np.floating))
+            or not math.isfinite(max_norm) or max_norm < 0):
         raise ValueError(f"clip_grads: max_norm must be a finite number >= 0, got {max_norm!r}")
+    if not isinstance(grads, (list, tuple)):
+        raise TypeError(f"clip_grads: grads must be a list of arrays, got {type(grads).__name__}")
+    for k, g in enumerate(grads):  # every check before any gradient is scaled
+        if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
+            raise TypeError(f"clip_grads: grads[{k}] must be a float NumPy array, got "
+                            f"{type(g).__name__}" + (f" of dtype {g.dtype}"
+                                                     if isinstance(g, np.ndarray) else ""))
+        if not g.flags.writeable:
+            raise ValueError(f"clip_grads: grads[{k}] must be writeable (grads are scaled in "
+                             f"place)")
     total = 0.0
     for g in grads:
-        if not isinstance(g, np.ndarray):
-            raise TypeError(f"clip_grads: grads must be NumPy arrays, got {type(g).__name__}")
-        flat = g.reshape(-1)
-        total += float(np.dot(flat, flat).astype(np.float64)) if flat.size else 0.0
+        total += float(np.square(g, dtype=np.float64).sum())
     norm = math.sqrt(total)
     rate = max_norm / (norm + 1e-6)
-    if rate < 1:
+    if rate < 1 and math.isfinite(norm):
         for g in grads:
             g *= g.dtype.type(rate)
     return norm

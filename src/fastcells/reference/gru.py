@@ -266,7 +266,8 @@ def gru_backward(cache, dhs, dh_T=None):
     else:
         # dWh[:, :2H] = Hprev.T @ dA[:, :2H],  dWh[:, 2H:] = (r ⊙ Hprev).T @ dA[:, 2H:]
         # db = Σ dA
-        RH = np.stack([cell_cache[4] for cell_cache in cell_caches]).reshape(T * N, H)
+        RH = np.array([cell_cache[4] for cell_cache in cell_caches],
+                      dtype=dtype).reshape(T * N, H)  # np.array: T may be 0
         dWh = np.empty_like(Wh)
         dWh[:, :2 * H] = Hprev.T @ dA[:, :2 * H]
         dWh[:, 2 * H:] = RH.T @ dA[:, 2 * H:]
