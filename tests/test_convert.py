@@ -189,7 +189,7 @@ def test_load_torch_packed_sequences(kind, nonlinearity):
 def test_load_torch_unbatched_input_and_dropout():
     """Unbatched (T, D) input with a (L*dirs, H) state, as torch accepts; a module trained
     with dropout between layers runs as in eval mode."""
-    N, T, D, H, dtype = 1, 5, 3, 4, np.float32
+    T, D, H, dtype = 5, 3, 4, np.float32
     m = make_module("lstm", None, D, H, dtype, 3, num_layers=2, bidirectional=True,
                     dropout=0.5)
     rng = np.random.default_rng(3)

@@ -155,7 +155,6 @@ def test_bidirectional_matches_torch_packed(kind, rng):
     lengths = np.array([6, 2, 4])
     torch.manual_seed(0)
     m = getattr(torch.nn, kind)(D, H, batch_first=True, bidirectional=True).double()
-    G = 4 if kind == "LSTM" else 3
 
     def native(sfx):
         Wi = getattr(m, f"weight_ih_l0{sfx}").detach().numpy()

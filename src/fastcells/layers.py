@@ -222,7 +222,6 @@ class _Cell:
     """
 
     _G = 1
-    _n_states = 1
     _b_rows = False  # b is (2, G*H): a reset-after GRU
 
     def __init__(self, Wx, Wh, b):
