@@ -51,7 +51,6 @@ directives = {
 MODULES = {
     "_blas": ["csrc/fc_gemm.c"],
     "_math": ["csrc/fc_common.c"],
-    "_fastpath": [],
     "_rnn": ["csrc/fc_rnn.c", "csrc/fc_common.c"],
     "_gru": ["csrc/fc_gru.c", "csrc/fc_common.c"],
     "_lstm": ["csrc/fc_lstm.c", "csrc/fc_common.c"],

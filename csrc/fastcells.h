@@ -168,6 +168,12 @@ void fc_gemm_packed_f32(fc_int M, fc_int Nc, fc_int K, const float *A, fc_int ld
                         const float *packed, int beta, float *C, fc_int ldc);
 void fc_gemm_packed_f64(fc_int M, fc_int Nc, fc_int K, const double *A, fc_int lda,
                         const double *packed, int beta, double *C, fc_int ldc);
+/* One row, no packing: y (Nc) = x (K, stride incx) @ W (K x Nc, row stride ldw) + beta * y,
+ * beta 0 or 1 (the products of a batch of one; faster than BLAS's GEMV at these sizes). */
+void fc_gemv_f32(fc_int K, fc_int Nc, const float *x, fc_int incx, const float *W, fc_int ldw,
+                 int beta, float *y);
+void fc_gemv_f64(fc_int K, fc_int Nc, const double *x, fc_int incx, const double *W,
+                 fc_int ldw, int beta, double *y);
 
 /* ---- shared helpers -------------------------------------------------------------------------- */
 /* out[j] = sum_r A[r, j] for a (rows, cols) matrix with row stride lda (the bias gradient). */

@@ -127,6 +127,90 @@ void FC_FN(fc_gemm_packed)(fc_int M, fc_int Nc, fc_int K, const FC_REAL *A, fc_i
     }
 }
 
+/* One row: y (Nc) = x (K, stride incx) @ W (K x Nc, row stride ldw) + beta y (beta 0 or 1).
+ * For a batch of one (the one-step cells, N = 1 sequences): a block of up to FC_GEMV_NV vectors
+ * of y stays in registers while the K rows of W stream past it, each element used once. Every
+ * column is summed in the same order (k = 0, 1, ..., then + y), whichever path computes it. */
+#define FC_GEMV_NV 8
+
+static inline __attribute__((always_inline)) void
+FC_FN(fc_gemv_block)(const int nv, fc_int K, const FC_REAL *x, fc_int incx, const FC_REAL *W,
+                     fc_int ldw, int beta, FC_REAL *y)
+{
+    typedef FC_FN(fc_vec) vec;
+    vec acc[FC_GEMV_NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < nv; v++)
+        acc[v] = (vec){0};
+    for (fc_int k = 0; k < K; k++) {
+        FC_REAL a = x[k * incx];
+        const FC_REAL *w = W + k * ldw;
+#pragma GCC unroll 8
+        for (int v = 0; v < nv; v++)
+            acc[v] += a * *(const vec *)(w + v * FC_VL);
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < nv; v++) {
+        if (beta)
+            acc[v] += *(const vec *)(y + v * FC_VL);
+        *(vec *)(y + v * FC_VL) = acc[v];
+    }
+}
+
+FC_CLONES
+void FC_FN(fc_gemv)(fc_int K, fc_int Nc, const FC_REAL *x, fc_int incx, const FC_REAL *W,
+                    fc_int ldw, int beta, FC_REAL *y)
+{
+    typedef FC_FN(fc_vec) vec;
+    if (Nc < FC_VL) { /* narrower than one vector */
+        for (fc_int j = 0; j < Nc; j++) {
+            FC_REAL s = 0;
+            for (fc_int k = 0; k < K; k++)
+                s += x[k * incx] * W[k * ldw + j];
+            y[j] = beta ? s + y[j] : s;
+        }
+        return;
+    }
+    /* NumPy aligns arrays to 16 bytes, and a 64-byte load that straddles two cache lines
+     * costs nearly two. When every row of W starts at the same offset in its cache line, the
+     * body (whole vectors) starts at the first 64-byte boundary: columns [head, head + body).
+     * The `head` columns before it and the `tail` columns after it come from one unaligned
+     * vector per row each (columns [0, VL) and [Nc - VL, Nc)), in one pass. */
+    fc_int head = (fc_int)(((64 - (uintptr_t)W % 64) % 64) / sizeof(FC_REAL));
+    if ((uintptr_t)W % sizeof(FC_REAL) != 0 || (ldw * (fc_int)sizeof(FC_REAL)) % 64 != 0)
+        head = 0;
+    fc_int body = (Nc - head) / FC_VL * FC_VL, tail = Nc - head - body;
+    if (head > 0 || tail > 0) {
+        vec acc_h = (vec){0}, acc_t = (vec){0};
+        FC_REAL lanes_h[FC_VL], lanes_t[FC_VL];
+        for (fc_int k = 0; k < K; k++) {
+            FC_REAL a = x[k * incx];
+            acc_h += a * *(const vec *)(W + k * ldw);
+            acc_t += a * *(const vec *)(W + k * ldw + Nc - FC_VL);
+        }
+        *(vec *)lanes_h = acc_h;
+        *(vec *)lanes_t = acc_t;
+        for (fc_int j = 0; j < head; j++)
+            y[j] = beta ? lanes_h[j] + y[j] : lanes_h[j];
+        for (fc_int j = Nc - tail; j < Nc; j++)
+            y[j] = beta ? lanes_t[j - (Nc - FC_VL)] + y[j] : lanes_t[j - (Nc - FC_VL)];
+    }
+    fc_int j = head, end = head + body;
+    for (; j + FC_GEMV_NV * FC_VL <= end; j += FC_GEMV_NV * FC_VL)
+        FC_FN(fc_gemv_block)(FC_GEMV_NV, K, x, incx, W + j, ldw, beta, y + j);
+    switch ((end - j) / FC_VL) { /* the last 0..7 vectors, in one pass */
+    case 7: FC_FN(fc_gemv_block)(7, K, x, incx, W + j, ldw, beta, y + j); break;
+    case 6: FC_FN(fc_gemv_block)(6, K, x, incx, W + j, ldw, beta, y + j); break;
+    case 5: FC_FN(fc_gemv_block)(5, K, x, incx, W + j, ldw, beta, y + j); break;
+    case 4: FC_FN(fc_gemv_block)(4, K, x, incx, W + j, ldw, beta, y + j); break;
+    case 3: FC_FN(fc_gemv_block)(3, K, x, incx, W + j, ldw, beta, y + j); break;
+    case 2: FC_FN(fc_gemv_block)(2, K, x, incx, W + j, ldw, beta, y + j); break;
+    case 1: FC_FN(fc_gemv_block)(1, K, x, incx, W + j, ldw, beta, y + j); break;
+    default: break;
+    }
+}
+
+#undef FC_GEMV_NV
 #undef FC_VL
 #undef FC_NR
 #undef FC_KC

@@ -28,3 +28,60 @@ def test_gemm_beta_zero_ignores_c(dtype, rng):
     C = np.full((3, 2), np.nan, dtype)
     _blas._gemm(A, B, C, False, False, 1.0, 0.0)
     assert_close(C, A @ B, "C")
+
+
+def _at_offset(a, offset):
+    """A C-contiguous copy of `a` whose data starts `offset` elements past a 64-byte boundary
+    (NumPy only promises 16: the kernels must be right, and fast, at any offset)."""
+    item = a.dtype.itemsize
+    buf = np.empty(a.size + 64 // item + offset, a.dtype)
+    start = (-buf.ctypes.data % 64) // item + offset
+    out = buf[start:start + a.size].reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N", [1, 5, 15, 16, 17, 40, 127, 128, 129, 200, 512])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_one_row_gemm(dtype, N, beta, rng):
+    """M = 1, a @ B (the one-step cells' and single sequences' products): fastcells' own GEMV,
+    whose head and tail columns around the 64-byte-aligned body take a separate path. Every
+    element offset of B in its cache line, both betas, and widths around the vector sizes;
+    each column must also equal its value from the aligned layout bit for bit (one summation
+    order, whatever the path)."""
+    K = 37
+    a = rng.standard_normal((1, K)).astype(dtype)
+    B0 = rng.standard_normal((K, N)).astype(dtype)
+    C0 = rng.standard_normal((1, N)).astype(dtype)
+    expected = a.astype(np.float64) @ B0 + beta * C0
+    first = None
+    for offset in range(64 // np.dtype(dtype).itemsize):
+        B = _at_offset(B0, offset)
+        C = _at_offset(C0, offset)
+        _blas._gemm(a, B, C, False, False, 1.0, beta)
+        assert_close(C, expected.astype(dtype), f"C (B at element offset {offset})")
+        if first is None:
+            first = C.copy()
+        np.testing.assert_array_equal(C, first, err_msg=f"offset {offset} changed the sums")
+        np.testing.assert_array_equal(B, B0)  # inputs unchanged
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,K,Nc", [(1, 3, 5), (2, 16, 32), (9, 33, 70), (8, 300, 64),
+                                    (17, 256, 96)])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("beta", [False, True])
+def test_packed_gemm(dtype, M, K, Nc, trans_b, beta, rng):
+    """The packed recurrent GEMM (pack once, then C = A @ op(B) + beta C): row counts around
+    the register tile's, K across the KC blocking, widths that leave a partial last panel,
+    and a packed buffer at an offset that is not 64-byte aligned."""
+    A = rng.standard_normal((M, K)).astype(dtype)
+    B = rng.standard_normal((Nc, K) if trans_b else (K, Nc)).astype(dtype)
+    C = rng.standard_normal((M, Nc)).astype(dtype)
+    expected = A.astype(np.float64) @ (B.T if trans_b else B) + (C if beta else 0)
+    size = _blas._packed_size(dtype, K, Nc)
+    work = _at_offset(np.zeros(size, dtype), 4 if dtype == np.float32 else 2)
+    _blas._gemm_packed(A, B, C, trans_b, beta, work)
+    assert_close(C, expected.astype(dtype), "C")
+    assert _blas._gemm_rows() in (2, 8)

@@ -3,7 +3,8 @@ from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from ._csrc cimport fc_gemm_packed_f32, fc_gemm_packed_f64, fc_gemm_rows, fc_pack_f32
-from ._csrc cimport fc_pack_f64, fc_packed_size_f32, fc_packed_size_f64
+from ._csrc cimport fc_gemv_f32, fc_gemv_f64, fc_pack_f64, fc_packed_size_f32
+from ._csrc cimport fc_packed_size_f64
 
 
 cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -15,8 +16,8 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_
     op(A) is (M, K): A is stored (M, K), or (K, M) when trans_a; likewise op(B) is (K, N).
     BLAS is column-major, so this computes Cᵀ = op(B)ᵀ op(A)ᵀ: the operands swap places and the
     transposes stay as they are. K == 0 gives C = beta * C (BLAS would need valid pointers).
-    M == 1 (one row, e.g. a batch of one) is a matrix-vector product: GEMV, which BLAS runs
-    faster than a one-row GEMM.
+    M == 1 (one row, e.g. a batch of one) is a matrix-vector product: fc_gemv for a @ B (faster
+    than BLAS's GEMV at the cells' sizes), BLAS's GEMV otherwise (faster than a one-row GEMM).
     """
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
@@ -33,6 +34,13 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_
     cdef int inc_a = la if trans_a else 1, one = 1
     cdef char tv
     cdef int rows, cols
+    if M == 1 and not trans_b and alpha == 1 and (beta == 0 or beta == 1):
+        # c = a @ B + beta * c, a = op(A)[0] (stride inc_a): our own GEMV (see fastcells.h)
+        if floating is float:
+            fc_gemv_f32(K, N, A, inc_a, B, ldb, beta == 1, C)
+        else:
+            fc_gemv_f64(K, N, A, inc_a, B, ldb, beta == 1, C)
+        return
     if M == 1:
         # c = a @ op(B) with a = op(A)[0] (stride inc_a): c = op(B)ᵀ a. Seen column-major, B
         # is op(B)ᵀ (N x K) when not trans_b, op(B) (K x N) when trans_b.

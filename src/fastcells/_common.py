@@ -40,15 +40,27 @@ def outputs(seq):
 
 def states_by_step(seq, initial):
     """An (N*T, H) array of the state entering each step, with step 0 set to `initial`."""
-    a = np.empty(seq.seq_shape, seq.dtype)
+    a = aligned_empty(seq.seq_shape, seq.dtype)
     if not seq.empty:
         a[(0, slice(None)) if seq.time_major else (slice(None), 0)] = initial
     return a.reshape(seq.N * seq.T, seq.H)
 
 
+def aligned_empty(shape, dtype):
+    """np.empty whose data starts on a 64-byte boundary (NumPy only promises 16): the kernels'
+    64-byte vector loads then never straddle two cache lines (for work buffers; a view of a
+    slightly larger array)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    pad = 64 // dtype.itemsize
+    buf = np.empty(n + pad, dtype)
+    start = (-buf.ctypes.data % 64) // dtype.itemsize
+    return buf[start:start + n].reshape(shape)
+
+
 def chunk_buffer(seq, width):
     """The inference work buffer: the gates of min(T, INFERENCE_CHUNK) steps."""
-    return np.empty((min(seq.T, INFERENCE_CHUNK) * seq.N, width), seq.dtype)
+    return aligned_empty((min(seq.T, INFERENCE_CHUNK) * seq.N, width), seq.dtype)
 
 
 def packed_weights(dtype, N, T, *products):
@@ -58,7 +70,7 @@ def packed_weights(dtype, N, T, *products):
     more than it saves)."""
     if N <= 1 or T <= 1:
         return np.empty(0, dtype)
-    return np.empty(sum(_blas._packed_size(dtype, K, Nc) for K, Nc in products), dtype)
+    return aligned_empty(sum(_blas._packed_size(dtype, K, Nc) for K, Nc in products), dtype)
 
 
 def packed_input_weights(seq):

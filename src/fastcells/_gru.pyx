@@ -17,6 +17,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 
 from ._blas cimport gemm, pack, packed_size
+from ._fastpath cimport cell_typenum, empty
 from ._csrc cimport fc_gru_bwd_step_f32, fc_gru_bwd_step_f64
 from ._csrc cimport fc_gru_fwd_step_f32, fc_gru_fwd_step_f64
 from ._csrc cimport fc_gru_rb_bwd_gates_f32, fc_gru_rb_bwd_gates_f64
@@ -305,19 +306,26 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating
 
 
 # ---- the one-step cell (ndarrays, checked by fastcells.layers.GRU) -----------------------------
-def cell_forward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
-                 bint reset_after, cnp.ndarray G, cnp.ndarray S, cnp.ndarray U,
-                 cnp.ndarray h_next):
-    """One step: x (N, D), h (N, H) -> h_next (N, H); G (N, 3H), S (N, H) receive what
-    cell_backward needs; U (N, 3H) is work (reset_after). C-contiguous, aligned, one float
-    dtype; b flat ((6H,) or (3H,)). h is only read (T = 1: Hp is h itself)."""
-    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], H = Wh.shape[0]
+def cell_forward(x, h, Wx, Wh, b, bint reset_after):
+    """One step: x (N, D), h (N, H) -> (h_next (N, H), G (N, 3H), S (N, H)), new arrays; G and
+    S are what cell_backward needs. b is (2, 3H) when reset_after, else (3H,). None, with
+    nothing run, unless every argument is ready for the kernel (_fastpath.cell_typenum): the
+    caller then checks and converts them (fastcells.layers.GRU). h is only read (T = 1: Hp is
+    h itself)."""
+    cdef int typenum = cell_typenum(3, x, h, None, Wx, Wh, b, reset_after)
+    if typenum < 0:
+        return None
+    cdef Py_ssize_t N = cnp.PyArray_DIMS(<cnp.ndarray> x)[0]
+    cdef Py_ssize_t D = cnp.PyArray_DIMS(<cnp.ndarray> x)[1]
+    cdef Py_ssize_t H = cnp.PyArray_DIMS(<cnp.ndarray> Wh)[0]
+    cdef cnp.ndarray G = empty(N, 3 * H, typenum), S = empty(N, H, typenum)
+    cdef cnp.ndarray h_next = empty(N, H, typenum)
+    cdef cnp.ndarray U = empty(N, 3 * H, typenum) if reset_after else empty(1, 1, typenum)
     cdef Layout L = make_layout(N, 1, False)
     cdef void *p[9]
-    cdef int k
-    for k, a in enumerate((x, h, Wx, Wh, b, G, S, U, h_next)):
-        p[k] = data(a)
-    if x.descr.type_num == cnp.NPY_FLOAT32:
+    p[0], p[1], p[2], p[3], p[4] = data(x), data(h), data(Wx), data(Wh), data(b)
+    p[5], p[6], p[7], p[8] = data(G), data(S), data(U), data(h_next)
+    if typenum == cnp.NPY_FLOAT32:
         with nogil:
             train_loop(L, D, H, <float *> p[0], <float *> p[2], <float *> p[3], <float *> p[4],
                        NULL, reset_after, <float *> p[8], <float *> p[5], <float *> p[6],
@@ -327,6 +335,7 @@ def cell_forward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, c
             train_loop(L, D, H, <double *> p[0], <double *> p[2], <double *> p[3],
                        <double *> p[4], NULL, reset_after, <double *> p[8], <double *> p[5],
                        <double *> p[6], <double *> p[1], <double *> p[7], <double *> p[8], NULL)
+    return h_next, G, S
 
 
 def cell_backward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray G,

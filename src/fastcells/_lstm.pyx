@@ -22,6 +22,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 
 from ._blas cimport gemm, pack
+from ._fastpath cimport cell_typenum, empty
 from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
 from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
@@ -214,17 +215,23 @@ cdef void cell_forward_t(floating *x, floating *h, floating *c, floating *Wx, fl
                h_next, c_next, NULL)
 
 
-def cell_forward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray c, cnp.ndarray Wx, cnp.ndarray Wh,
-                 cnp.ndarray b, cnp.ndarray gates, cnp.ndarray tanh_c, cnp.ndarray h_next,
-                 cnp.ndarray c_next):
-    """One step: x (N, D), h, c (N, H) -> h_next, c_next (N, H); gates (N, 4H) and tanh_c
-    (N, H) receive what cell_backward needs. C-contiguous, aligned, one float dtype."""
-    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], H = Wh.shape[0]
+def cell_forward(x, h, c, Wx, Wh, b):
+    """One step: x (N, D), h, c (N, H) -> (h_next, c_next, gates, tanh_c), new arrays; gates
+    (N, 4H) and tanh_c (N, H) are what cell_backward needs. None, with nothing run, unless
+    every argument is ready for the kernel (_fastpath.cell_typenum): the caller then checks
+    and converts them (fastcells.layers.LSTM)."""
+    cdef int typenum = cell_typenum(4, x, h, c, Wx, Wh, b, False)
+    if typenum < 0:
+        return None
+    cdef Py_ssize_t N = cnp.PyArray_DIMS(<cnp.ndarray> x)[0]
+    cdef Py_ssize_t D = cnp.PyArray_DIMS(<cnp.ndarray> x)[1]
+    cdef Py_ssize_t H = cnp.PyArray_DIMS(<cnp.ndarray> Wh)[0]
+    cdef cnp.ndarray gates = empty(N, 4 * H, typenum), tanh_c = empty(N, H, typenum)
+    cdef cnp.ndarray h_next = empty(N, H, typenum), c_next = empty(N, H, typenum)
     cdef void *p[10]
-    cdef int k
-    for k, a in enumerate((x, h, c, Wx, Wh, b, gates, tanh_c, h_next, c_next)):
-        p[k] = data(a)
-    if x.descr.type_num == cnp.NPY_FLOAT32:
+    p[0], p[1], p[2], p[3], p[4] = data(x), data(h), data(c), data(Wx), data(Wh)
+    p[5], p[6], p[7], p[8], p[9] = data(b), data(gates), data(tanh_c), data(h_next), data(c_next)
+    if typenum == cnp.NPY_FLOAT32:
         with nogil:
             cell_forward_t(<float *> p[0], <float *> p[1], <float *> p[2], <float *> p[3],
                            <float *> p[4], <float *> p[5], <float *> p[6], <float *> p[7],
@@ -234,6 +241,7 @@ def cell_forward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray c, cnp.ndarray Wx, cn
             cell_forward_t(<double *> p[0], <double *> p[1], <double *> p[2], <double *> p[3],
                            <double *> p[4], <double *> p[5], <double *> p[6], <double *> p[7],
                            <double *> p[8], <double *> p[9], N, D, H)
+    return h_next, c_next, gates, tanh_c
 
 
 cdef void cell_backward_t(floating *x, floating *h, floating *c, floating *Wx, floating *Wh,

@@ -10,6 +10,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 
 from ._blas cimport gemm, pack
+from ._fastpath cimport cell_typenum, empty
 from ._csrc cimport fc_rnn_bwd_step_f32, fc_rnn_bwd_step_f64
 from ._csrc cimport fc_rnn_fwd_step_f32, fc_rnn_fwd_step_f64
 from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
@@ -161,17 +162,23 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating
 
 
 # ---- the one-step cell (ndarrays, checked by fastcells.layers.RNN) -----------------------------
-def cell_forward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray b,
-                 int act, cnp.ndarray A, cnp.ndarray h_next):
-    """One step: x (N, D), h (N, H) -> h_next (N, H); A (N, H) receives h_next for backward.
-    C-contiguous, aligned, one float dtype. h is only read (T = 1: Hp is h itself)."""
-    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], H = Wh.shape[0]
+def cell_forward(x, h, Wx, Wh, b, int act):
+    """One step: x (N, D), h (N, H) -> (h_next, A), new (N, H) arrays; A (h_next again, kept
+    apart from the returned one) is what cell_backward needs. None, with nothing run, unless
+    every argument is ready for the kernel (_fastpath.cell_typenum): the caller then checks
+    and converts them (fastcells.layers.RNN). h is only read (T = 1: Hp is h itself)."""
+    cdef int typenum = cell_typenum(1, x, h, None, Wx, Wh, b, False)
+    if typenum < 0:
+        return None
+    cdef Py_ssize_t N = cnp.PyArray_DIMS(<cnp.ndarray> x)[0]
+    cdef Py_ssize_t D = cnp.PyArray_DIMS(<cnp.ndarray> x)[1]
+    cdef Py_ssize_t H = cnp.PyArray_DIMS(<cnp.ndarray> Wh)[0]
+    cdef cnp.ndarray A = empty(N, H, typenum), h_next = empty(N, H, typenum)
     cdef Layout L = make_layout(N, 1, False)
     cdef void *p[7]
-    cdef int k
-    for k, a in enumerate((x, h, Wx, Wh, b, A, h_next)):
-        p[k] = data(a)
-    if x.descr.type_num == cnp.NPY_FLOAT32:
+    p[0], p[1], p[2], p[3], p[4], p[5], p[6] = (data(x), data(h), data(Wx), data(Wh), data(b),
+                                                data(A), data(h_next))
+    if typenum == cnp.NPY_FLOAT32:
         with nogil:
             train_loop(L, D, H, <float *> p[0], <float *> p[2], <float *> p[3], <float *> p[4],
                        NULL, act, <float *> p[6], <float *> p[5], <float *> p[1],
@@ -181,6 +188,7 @@ def cell_forward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, c
             train_loop(L, D, H, <double *> p[0], <double *> p[2], <double *> p[3],
                        <double *> p[4], NULL, act, <double *> p[6], <double *> p[5],
                        <double *> p[1], <double *> p[6], NULL)
+    return h_next, A
 
 
 def cell_backward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, cnp.ndarray A,

@@ -18,8 +18,8 @@ This module checks and allocates; the fused loops are in _gru.pyx and csrc/.
 import numpy as np
 
 from . import _gru
-from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_input_weights,
-                      packed_weights, states_by_step)
+from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
+                      packed_input_weights, packed_weights, states_by_step)
 from ._types import GRUGrads
 from ._validate import Sequence, check_flag
 
@@ -69,7 +69,7 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
     b = seq.vector("b", b, shape, "(2, 3H)" if reset_after else "(3H,)").reshape(-1)
     h = seq.state("h0", h0)
     hs, Y = outputs(seq)
-    U = np.empty((N, 3 * H) if reset_after else (1, 1), dtype)  # h_{t-1} @ Wh of one step
+    U = aligned_empty((N, 3 * H) if reset_after else (1, 1), dtype)  # h_{t-1} @ Wh of one step
     # the per-step products: h @ Wh, or h @ Wh[:, :2H] and rh @ Wh[:, 2H:]
     Wp = packed_weights(dtype, N, T, *([(H, 3 * H)] if reset_after else [(H, 2 * H), (H, H)]))
     if not training:
@@ -81,8 +81,8 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
         return seq.order(hs), h, None
     cache = GRUCache(seq)
     cache.reset_after = reset_after
-    cache.gates = np.empty((N * T, 3 * H), dtype)
-    cache.extra = np.empty((N * T, H), dtype)
+    cache.gates = aligned_empty((N * T, 3 * H), dtype)
+    cache.extra = aligned_empty((N * T, H), dtype)
     cache.h_prev = states_by_step(seq, h)
     if not seq.empty:
         h = np.empty_like(h)
@@ -104,9 +104,9 @@ def gru_backward(cache, dhs, dh_T=None):
     (dh,) = bw.states
     if bw.run:
         c = bw.cache
-        dA = np.empty((c.N * c.T, 3 * c.H), c.dtype)
+        dA = aligned_empty((c.N * c.T, 3 * c.H), c.dtype)
         # the recurrent-side gradients dU (reset_after), or one step's drh
-        W2 = np.empty((c.N * c.T, 3 * c.H) if reset_after else (c.N, c.H), c.dtype)
+        W2 = aligned_empty((c.N * c.T, 3 * c.H) if reset_after else (c.N, c.H), c.dtype)
         _gru.backward(c.X, c.Wx, c.Wh, c.gates, c.extra, c.h_prev, c.lengths, c.N, c.T,
                       c.time_major, reset_after, bw.dY, bw.has_dy, dh, dA, W2, bw.dX,
                       bw.dWx, bw.dWh, bw.db.reshape(-1),

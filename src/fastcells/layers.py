@@ -20,7 +20,7 @@ Time layer from the end of each sequence; ``from_params`` builds a layer from
 """
 import numpy as np
 
-from . import _fastpath, _gru, _lstm, _rnn
+from . import _gru, _lstm, _rnn
 from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import _ACTIVATIONS, rnn_backward, rnn_forward
@@ -216,9 +216,11 @@ def _ready(a, dtype, shape):
 class _Cell:
     """Shared machinery of the one-step cells. A call runs the fused sequence kernel at T=1.
 
-    The hot path checks the arguments with a few attribute reads; anything unusual (wrong
-    dtype or shape, non-contiguous, not an ndarray) goes through the full validation of the
-    functional API, which converts what it can and otherwise raises a clear error.
+    The hot path is one call into the cell's kernel module, which checks the arguments and
+    allocates the outputs in C (_fastpath.pxd); anything unusual (wrong dtype or shape,
+    non-contiguous, not an ndarray) makes it return None, and the call then goes through the
+    full validation of the functional API, which converts what it can and otherwise raises a
+    clear error.
     """
 
     _G = 1
@@ -229,20 +231,17 @@ class _Cell:
         self.grads = _grads_for(self, Wx, Wh, b)
         self.cache = None
 
-    def _weights(self, fn, x, states):
-        """(x, states, Wx, Wh, b, N, H), all checked; the hot path is the first branch."""
+    def _checked(self, fn, x, states):
+        """(x, states, Wx, Wh, b) checked and converted, or a clear error: the slow path, for
+        calls whose arguments the kernel's own check (_fastpath.cell_typenum) turned down."""
         Wx, Wh, b = self.params
-        ready = _fastpath.cell_ready(self._G, x, states, Wx, Wh, b, self._b_rows)
-        if ready is not None:
-            return (x, states, Wx, Wh, b) + ready
-        # the full checks: convert or raise (x as a one-step, batch-first sequence)
         _check_input(fn, "x", x, self.params)
         x = float_array(fn, "x", x, 2, what=" of shape (N, D)")
         seq = Sequence(fn, self._G, x[:, None], Wx, Wh, None, False, xs_name="x")
         b = seq.vector("b", b, self._b_shape(seq.H), "the bias shape")
         names = ("h_prev", "c_prev")[:len(states)]
         states = [seq.vector(n, s, (seq.N, seq.H), "(N, H)") for n, s in zip(names, states)]
-        return seq.X, states, seq.Wx, seq.Wh, b, seq.N, seq.H
+        return seq.X, states, seq.Wx, seq.Wh, b
 
     def _b_shape(self, H):
         return (self._G * H,)
@@ -285,14 +284,12 @@ class LSTM(_Cell):
     _G = 4
 
     def forward(self, x, h_prev, c_prev):
-        x, (h_prev, c_prev), Wx, Wh, b, N, H = self._weights("LSTM.forward", x,
-                                                              [h_prev, c_prev])
-        # one allocation, four C-contiguous parts: gates (N, 4H) and tanh_c (kept for backward),
-        # h_next and c_next (returned)
-        buf = np.empty(7 * N * H, Wx.dtype)
-        gates = buf[:4 * N * H].reshape(N, 4 * H)
-        tanh_c, h_next, c_next = buf[4 * N * H:].reshape(3, N, H)
-        _lstm.cell_forward(x, h_prev, c_prev, Wx, Wh, b, gates, tanh_c, h_next, c_next)
+        Wx, Wh, b = self.params
+        out = _lstm.cell_forward(x, h_prev, c_prev, Wx, Wh, b)  # the hot path
+        if out is None:  # not ready for the kernel as given: check, convert (or raise), run
+            x, (h_prev, c_prev), Wx, Wh, b = self._checked("LSTM.forward", x, [h_prev, c_prev])
+            out = _lstm.cell_forward(x, h_prev, c_prev, Wx, Wh, b)
+        h_next, c_next, gates, tanh_c = out
         self.cache = (x, h_prev, c_prev, gates, tanh_c, Wx, Wh)
         return h_next, c_next
 
@@ -322,11 +319,13 @@ class RNN(_Cell):
         self.nonlinearity = nonlinearity
 
     def forward(self, x, h_prev):
-        x, (h_prev,), Wx, Wh, b, N, H = self._weights("RNN.forward", x, [h_prev])
+        Wx, Wh, b = self.params
         act = _ACTIVATIONS[self.nonlinearity]
-        A = np.empty((N, H), Wx.dtype)
-        h_next = np.empty((N, H), Wx.dtype)
-        _rnn.cell_forward(x, h_prev, Wx, Wh, b, act, A, h_next)
+        out = _rnn.cell_forward(x, h_prev, Wx, Wh, b, act)  # the hot path
+        if out is None:  # not ready for the kernel as given: check, convert (or raise), run
+            x, (h_prev,), Wx, Wh, b = self._checked("RNN.forward", x, [h_prev])
+            out = _rnn.cell_forward(x, h_prev, Wx, Wh, b, act)
+        h_next, A = out
         self.cache = (x, h_prev, A, Wx, Wh, act)
         return h_next
 
@@ -357,13 +356,12 @@ class GRU(_Cell):
         return (2, 3 * H) if self.reset_after else (3 * H,)
 
     def forward(self, x, h_prev):
-        x, (h_prev,), Wx, Wh, b, N, H = self._weights("GRU.forward", x, [h_prev])
-        dtype = Wx.dtype
-        G = np.empty((N, 3 * H), dtype)
-        S = np.empty((N, H), dtype)
-        U = np.empty((N, 3 * H) if self.reset_after else (1, 1), dtype)
-        h_next = np.empty((N, H), dtype)
-        _gru.cell_forward(x, h_prev, Wx, Wh, b.reshape(-1), self.reset_after, G, S, U, h_next)
+        Wx, Wh, b = self.params
+        out = _gru.cell_forward(x, h_prev, Wx, Wh, b, self.reset_after)  # the hot path
+        if out is None:  # not ready for the kernel as given: check, convert (or raise), run
+            x, (h_prev,), Wx, Wh, b = self._checked("GRU.forward", x, [h_prev])
+            out = _gru.cell_forward(x, h_prev, Wx, Wh, b, self.reset_after)
+        h_next, G, S = out
         self.cache = (x, h_prev, G, S, Wx, Wh)
         return h_next
 

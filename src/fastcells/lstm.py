@@ -12,8 +12,8 @@ This module checks and allocates; the fused loops are in _lstm.pyx and csrc/.
 import numpy as np
 
 from . import _lstm
-from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_input_weights,
-                      packed_weights, states_by_step)
+from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
+                      packed_input_weights, packed_weights, states_by_step)
 from ._types import LSTMGrads
 from ._validate import Sequence, check_flag
 
@@ -62,9 +62,9 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
                                 packed_input_weights(seq))
         return seq.order(hs), (h, c), None
     cache = LSTMCache(seq)
-    cache.gates = np.empty((N * T, 4 * H), dtype)
+    cache.gates = aligned_empty((N * T, 4 * H), dtype)
     cache.h_prev, cache.c_prev = states_by_step(seq, h), states_by_step(seq, c)
-    cache.tanh_c = np.empty((N * T, H), dtype)
+    cache.tanh_c = aligned_empty((N * T, H), dtype)
     if not seq.empty:
         h, c = np.empty_like(h), np.empty_like(c)
         _lstm.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, Y,
@@ -91,7 +91,7 @@ def lstm_backward(cache, dhs, dh_T=None, dc_T=None):
     dh, dc = bw.states
     if bw.run:
         c = bw.cache
-        dA = np.empty((c.N * c.T, 4 * c.H), c.dtype)
+        dA = aligned_empty((c.N * c.T, 4 * c.H), c.dtype)
         _lstm.backward(c.X, c.Wx, c.Wh, c.gates, c.h_prev, c.c_prev, c.tanh_c, c.lengths,
                        c.N, c.T, c.time_major, bw.dY, bw.has_dy, dh, dc, dA,
                        bw.dX, bw.dWx, bw.dWh, bw.db, packed_weights(c.dtype, c.N, c.T, (4 * c.H, c.H)))

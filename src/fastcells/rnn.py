@@ -7,8 +7,8 @@ This module checks and allocates; the fused loops are in _rnn.pyx and csrc/.
 import numpy as np
 
 from . import _rnn
-from ._common import (Backward, SequenceCache, chunk_buffer, outputs, packed_input_weights,
-                      packed_weights, states_by_step)
+from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
+                      packed_input_weights, packed_weights, states_by_step)
 from ._types import RNNGrads
 from ._validate import Sequence, check_flag
 
@@ -69,7 +69,7 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
         return seq.order(hs), h, None
     cache = RNNCache(seq)
     cache.act = act
-    cache.h_next = np.empty((N * T, H), seq.dtype)
+    cache.h_next = aligned_empty((N * T, H), seq.dtype)
     cache.h_prev = states_by_step(seq, h)
     if not seq.empty:
         h = np.empty_like(h)
@@ -89,7 +89,7 @@ def rnn_backward(cache, dhs, dh_T=None):
     (dh,) = bw.states
     if bw.run:
         c = bw.cache
-        dA = np.empty((c.N * c.T, c.H), c.dtype)
+        dA = aligned_empty((c.N * c.T, c.H), c.dtype)
         _rnn.backward(c.X, c.Wx, c.Wh, c.h_next, c.h_prev, c.lengths, c.N, c.T, c.time_major,
                       c.act, bw.dY, bw.has_dy, dh, dA, bw.dX, bw.dWx, bw.dWh, bw.db,
                       packed_weights(c.dtype, c.N, c.T, (c.H, c.H)))
