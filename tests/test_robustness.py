@@ -9,7 +9,7 @@ is broken:
   stays within tolerance of the float64 twin on a well-conditioned problem;
 - large sizes: products of dimensions beyond the 32-bit BLAS limit are a ValueError raised before
   anything is allocated; an impossible allocation is a MemoryError (and the process goes on);
-  inference on T = 100,000 steps needs the outputs plus memory independent of T;
+  inference on T = 100,000 steps (reverse=True too) needs the outputs plus memory independent of T;
 - threads: concurrent calls from many Python threads equal serial ones; the kernels release the
   GIL (another thread runs while they compute);
 - leaks: 10,000 forward/backward calls leave RSS and tracemalloc flat;
@@ -477,16 +477,21 @@ def test_inference_memory_is_outputs_plus_state(cell, kw):
         f"{extra} at T=100,000")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known limitation: reverse=True is a permutation done in Python around the forward kernel "
-    "(_validate.sequence_order), which copies xs and hs: inference with reverse=True holds an "
-    "input-sized and an output-sized array beyond the outputs. Kernels that walk reversed "
-    "indices natively would remove it (issue 7 stays open for this)"))
-def test_inference_memory_reverse(cell):
-    """The same bound with reverse=True: running the sequences backwards must not copy xs
-    or the outputs (O(N*T*(D+H)) bytes) either."""
-    extra_short, _ = _inference_extra_bytes(cell, 1_000, reverse=True)
-    extra, _ = _inference_extra_bytes(cell, 100_000, reverse=True)
+@pytest.mark.parametrize("kw", [{}, {"time_major": True}, {"lengths": np.array([100_000, 7])}],
+                         ids=["batch_first", "time_major", "lengths"])
+def test_inference_memory_reverse(cell, kw):
+    """The same bound with reverse=True: running the sequences backwards copies neither xs
+    nor the outputs (O(N*T*(D+H)) bytes); the kernels walk the reversed positions, with one
+    chunk of gathered input rows (INFERENCE_CHUNK*N*D) and one step's outputs (N*H) more."""
+    from fastcells._common import INFERENCE_CHUNK
+    short_kw = dict(kw, lengths=np.array([1_000, 7])) if "lengths" in kw else kw
+    extra_short, _ = _inference_extra_bytes(cell, 1_000, reverse=True, **short_kw)
+    extra, (N, H) = _inference_extra_bytes(cell, 100_000, reverse=True, **kw)
+    G, D, item = cell.G, 8, 4
+    bound = item * (INFERENCE_CHUNK * N * (G * H + D) + 9 * N * H + 2 * H * G * H
+                    + 8 * G * H) + 2**16
+    assert extra <= bound, (
+        f"reverse=True inference holds {extra} bytes beyond its outputs (bound {bound})")
     assert extra <= extra_short + 2**12, (
         f"reverse=True inference memory grows with T: {extra_short} bytes beyond the outputs "
         f"at T=1,000, {extra} at T=100,000")

@@ -63,6 +63,17 @@ def chunk_buffer(seq, width):
     return aligned_empty((min(seq.T, INFERENCE_CHUNK) * seq.N, width), seq.dtype)
 
 
+def reverse_buffers(seq):
+    """The inference work buffers of reverse=True (see _seq.project_reversed and
+    scatter_reversed): Xr, one chunk's input rows gathered in processing order
+    ((min(T, INFERENCE_CHUNK)*N, D)), and Ys, one step's outputs before they go to their
+    positions ((N, H)). Empty without reverse."""
+    if not seq.reverse:
+        return np.empty((0, seq.D), seq.dtype), np.empty((0, seq.H), seq.dtype)
+    return (aligned_empty((min(seq.T, INFERENCE_CHUNK) * seq.N, seq.D), seq.dtype),
+            aligned_empty((seq.N, seq.H), seq.dtype))
+
+
 def packed_weights(dtype, N, T, *products):
     """The work buffer for the recurrent weights, packed once per call for the per-step
     products (K, Nc) listed (see _blas.pack): empty, which makes the kernels use BLAS per step,
@@ -75,8 +86,9 @@ def packed_weights(dtype, N, T, *products):
 
 def packed_input_weights(seq):
     """The work buffer for Wx packed once per inference call: its chunked input projection
-    runs one GEMM per sequence for batch-first input (see _seq.project). Empty otherwise."""
-    if seq.time_major:
+    runs one GEMM per sequence for batch-first input (see _seq.project). Empty otherwise
+    (time-major; reverse=True, whose gathered rows make one GEMM per chunk)."""
+    if seq.time_major or seq.reverse:
         return np.empty(0, seq.dtype)
     return packed_weights(seq.dtype, seq.N, seq.T, (seq.D, seq.G * seq.H))
 

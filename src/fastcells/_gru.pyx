@@ -25,7 +25,7 @@ from ._csrc cimport fc_gru_rb_bwd_out_f32, fc_gru_rb_bwd_out_f64
 from ._csrc cimport fc_gru_rb_fwd_gates_f32, fc_gru_rb_fwd_gates_f64
 from ._csrc cimport fc_gru_rb_fwd_out_f32, fc_gru_rb_fwd_out_f64
 from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
-from ._seq cimport step_gemm
+from ._seq cimport project_reversed, scatter_reversed, step_gemm
 
 cnp.import_array()
 
@@ -242,17 +242,21 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
                    &Hp[0, 0], &U[0, 0], &hT[0, 0], packed_or_null(Wp))
 
 
-def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
-                  const floating[:, ::1] Wh, const floating[::1] b,
-                  const int64_t[::1] lengths, Py_ssize_t N, Py_ssize_t T, bint time_major,
-                  bint reset_after,
+def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (not reordered)
+                  const floating[:, ::1] Wx, const floating[:, ::1] Wh,
+                  const floating[::1] b, const int64_t[::1] lengths, Py_ssize_t N,
+                  Py_ssize_t T, bint time_major, bint reverse, bint reset_after,
                   floating[:, ::1] Y,             # out (N*T, H): hs
                   floating[:, ::1] P,             # work (Tc*N, 3H): gates of Tc steps
                   floating[:, ::1] S,             # work (1, H) uh scratch, or (N, H) rh
                   floating[:, ::1] U,             # work (N, 3H) (reset_after only)
                   floating[:, ::1] hT,            # in h0, out h_T (N, H), updated in place
                   floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
-                  floating[::1] Wxp):             # work: Wx packed, or empty (see project)
+                  floating[::1] Wxp,              # work: Wx packed, or empty (see project)
+                  floating[:, ::1] Xr,            # work (Tc*N, D) with reverse, else empty
+                  floating[:, ::1] Ys):           # work (N, H) with reverse, else empty
+    """Inference (see _lstm.forward_infer): h updated in place, Tc steps of gates held; with
+    reverse the input rows are gathered through Xr and the outputs scattered from Ys."""
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G3 = 3 * H
     cdef Py_ssize_t Tc = P.shape[0] // N
@@ -264,6 +268,9 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
     cdef floating *wxp = packed_or_null(Wxp)
     cdef floating *wp = packed_or_null(Wp)
     cdef const floating *wp_h = second(wp, packed_size(<floating> 0, H, 2 * H))
+    # step t's outputs: Y + t*hs (row stride ldh), or with reverse the scratch Ys
+    cdef floating *y = ptr(Ys) if reverse else &Y[0, 0]
+    cdef Py_ssize_t ys = 0 if reverse else hs, ldy = H if reverse else ldh
     with nogil:
         if wxp != NULL:
             pack(D, G3, &Wx[0, 0], G3, False, wxp)
@@ -271,17 +278,24 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
         for chunk in range((T + Tc - 1) // Tc):
             t0 = chunk * Tc
             t1 = min(T, t0 + Tc)
-            # P[t - t0] = X[:, t] @ Wx  for t0 <= t < t1
-            project(L, cptr(X), D, t0, t1, cptr(Wx), G3, &P[0, 0], N * G3, G3, wxp)
+            if reverse:
+                # P[t - t0] = X[:, rev_pos(:, t)] @ Wx  (gathered through Xr)
+                project_reversed(L, cptr(X), D, lens, t0, t1, cptr(Wx), G3, ptr(Xr), &P[0, 0])
+            else:
+                # P[t - t0] = X[:, t] @ Wx  for t0 <= t < t1
+                project(L, cptr(X), D, t0, t1, cptr(Wx), G3, &P[0, 0], N * G3, G3, wxp)
             for t in range(t0, t1):
                 p = &P[0, 0] + (t - t0) * N * G3
                 # h is overwritten in place by h_t (every read of h_{t-1} precedes its write)
                 if reset_after:
                     step_after(N, H, p, G3, &Wh[0, 0], wp, &U[0, 0], &b[0], h, H, h, H,
-                               &Y[0, 0] + t * hs, ldh, &S[0, 0], 0, lens, t)
+                               y + t * ys, ldy, &S[0, 0], 0, lens, t)
                 else:
                     step_before(N, H, p, G3, &Wh[0, 0], wp, wp_h, &b[0], h, H, h, H,
-                                &Y[0, 0] + t * hs, ldh, &S[0, 0], H, lens, t)
+                                y + t * ys, ldy, &S[0, 0], H, lens, t)
+                if reverse:
+                    # Y[:, rev_pos(:, t)] = Ys
+                    scatter_reversed(L, y, H, lens, t, &Y[0, 0])
 
 
 def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating[:, ::1] Wh,

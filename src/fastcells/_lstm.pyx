@@ -9,9 +9,11 @@ Forward (haste's plan): gates = X @ Wx for all steps in ONE GEMM; then per step 
 gates[t] += h_{t-1} @ Wh (the packed GEMM, Wh packed once per call) and one fused C pass (bias,
 activations, c_t, h_t). Training caches exactly what backward needs: the activated gates,
 h_{t-1} and c_{t-1} of every step (Hp, Cp: step 0 holds h0, c0) and tanh(c_t) (TC), all in the
-layout of the input. Backward: per step (in reverse) one fused C pass giving dA (the gradient of
-the pre-activations) and one GEMM dh_{t-1} = dA_t @ Whᵀ; then ONE GEMM each for dWx, dWh, dX and
-a column sum for db.
+layout of the input. Inference keeps nothing but Tc steps of gates (their input projection one
+GEMM per chunk) and, with reverse=True, walks each sequence's positions backwards itself
+(rev_pos in _seq.pxd): no reordered copy of xs or hs. Backward: per step (in reverse) one fused C
+pass giving dA (the gradient of the pre-activations) and one GEMM dh_{t-1} = dA_t @ Whᵀ; then ONE
+GEMM each for dWx, dWh, dX and a column sum for db.
 
 Each loop is a `cdef ... nogil` core over pointers; the `def` wrappers take typed memoryviews
 (the sequence API) or, for the one-step cell whose fixed cost per call matters, ndarrays whose
@@ -26,7 +28,7 @@ from ._fastpath cimport cell_typenum, empty
 from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
 from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
-from ._seq cimport step_gemm
+from ._seq cimport project_reversed, scatter_reversed, step_gemm
 
 cnp.import_array()
 
@@ -134,20 +136,24 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
                    &cT[0, 0], packed_or_null(Wp))
 
 
-def forward_infer(const floating[:, ::1] X,       # (N*T, D)
+def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (not reordered)
                   const floating[:, ::1] Wx,      # (D, 4H)
                   const floating[:, ::1] Wh,      # (H, 4H)
                   const floating[::1] b,          # (4H,)
                   const int64_t[::1] lengths,     # (N,) or None
-                  Py_ssize_t N, Py_ssize_t T, bint time_major,
+                  Py_ssize_t N, Py_ssize_t T, bint time_major, bint reverse,
                   floating[:, ::1] Y,             # out (N*T, H): hs
                   floating[:, ::1] P,             # work (Tc*N, 4H): gates of Tc steps
                   floating[:, ::1] hT,            # in h0, out h_T (N, H)
                   floating[:, ::1] cT,            # in c0, out c_T (N, H)
                   floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
-                  floating[::1] Wxp):             # work: Wx packed, or empty (see project)
+                  floating[::1] Wxp,              # work: Wx packed, or empty (see project)
+                  floating[:, ::1] Xr,            # work (Tc*N, D) with reverse, else empty
+                  floating[:, ::1] Ys):           # work (N, H) with reverse, else empty
     """Inference: the state is updated in place in hT, cT; only Tc steps of gates are held
-    (Tc = P.shape[0] // N), their input projection one GEMM per chunk."""
+    (Tc = P.shape[0] // N), their input projection one GEMM per chunk. With reverse, step t
+    of sequence n is at position rev_pos(n, t) (_seq.pxd): its input rows are gathered
+    through Xr, its outputs scattered from Ys."""
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G4 = 4 * H
     cdef Py_ssize_t Tc = P.shape[0] // N
@@ -159,6 +165,9 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D)
     cdef Py_ssize_t chunk, t0, t1, t
     cdef floating *wxp = packed_or_null(Wxp)
     cdef floating *wp = packed_or_null(Wp)
+    # step t's outputs: Y + t*hs (row stride ldh), or with reverse the scratch Ys
+    cdef floating *y = ptr(Ys) if reverse else &Y[0, 0]
+    cdef Py_ssize_t ys = 0 if reverse else hs, ldy = H if reverse else ldh
     with nogil:
         if wxp != NULL:
             pack(D, G4, &Wx[0, 0], G4, False, wxp)
@@ -167,14 +176,21 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D)
         for chunk in range((T + Tc - 1) // Tc):
             t0 = chunk * Tc
             t1 = min(T, t0 + Tc)
-            # P[t - t0] = X[:, t] @ Wx  for the steps t0 <= t < t1 of this chunk
-            project(L, cptr(X), D, t0, t1, cptr(Wx), G4, &P[0, 0], N * G4, G4, wxp)
+            if reverse:
+                # P[t - t0] = X[:, rev_pos(:, t)] @ Wx  (gathered through Xr)
+                project_reversed(L, cptr(X), D, lens, t0, t1, cptr(Wx), G4, ptr(Xr), &P[0, 0])
+            else:
+                # P[t - t0] = X[:, t] @ Wx  for the steps t0 <= t < t1 of this chunk
+                project(L, cptr(X), D, t0, t1, cptr(Wx), G4, &P[0, 0], N * G4, G4, wxp)
             for t in range(t0, t1):
                 p = &P[0, 0] + (t - t0) * N * G4
                 # p += h_{t-1} @ Wh, then the state is overwritten in place by h_t, c_t
                 step_gemm(N, G4, H, h, H, &Wh[0, 0], G4, False, wp, 1, p, G4)
-                fwd_step(N, H, p, G4, &b[0], c, H, c, H, h, H, h, H, &Y[0, 0] + t * hs, ldh,
+                fwd_step(N, H, p, G4, &b[0], c, H, c, H, h, H, h, H, y + t * ys, ldy,
                          <floating *> NULL, 0, lens, t)
+                if reverse:
+                    # Y[:, rev_pos(:, t)] = Ys
+                    scatter_reversed(L, y, H, lens, t, &Y[0, 0])
 
 
 def backward(const floating[:, ::1] X,            # (N*T, D) the forward's input

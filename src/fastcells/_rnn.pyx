@@ -14,7 +14,7 @@ from ._fastpath cimport cell_typenum, empty
 from ._csrc cimport fc_rnn_bwd_step_f32, fc_rnn_bwd_step_f64
 from ._csrc cimport fc_rnn_fwd_step_f32, fc_rnn_fwd_step_f64
 from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
-from ._seq cimport step_gemm
+from ._seq cimport project_reversed, scatter_reversed, step_gemm
 
 cnp.import_array()
 
@@ -107,15 +107,19 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
                    packed_or_null(Wp))
 
 
-def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
-                  const floating[:, ::1] Wh, const floating[::1] b,
-                  const int64_t[::1] lengths, Py_ssize_t N, Py_ssize_t T, bint time_major,
-                  int act,
+def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (not reordered)
+                  const floating[:, ::1] Wx, const floating[:, ::1] Wh,
+                  const floating[::1] b, const int64_t[::1] lengths, Py_ssize_t N,
+                  Py_ssize_t T, bint time_major, bint reverse, int act,
                   floating[:, ::1] Y,             # out (N*T, H): hs
                   floating[:, ::1] P,             # work (Tc*N, H): pre-activations of Tc steps
                   floating[:, ::1] hT,            # in h0, out h_T (N, H), updated in place
                   floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
-                  floating[::1] Wxp):             # work: Wx packed, or empty (see project)
+                  floating[::1] Wxp,              # work: Wx packed, or empty (see project)
+                  floating[:, ::1] Xr,            # work (Tc*N, D) with reverse, else empty
+                  floating[:, ::1] Ys):           # work (N, H) with reverse, else empty
+    """Inference (see _lstm.forward_infer): h updated in place, Tc steps held; with reverse
+    the input rows are gathered through Xr and the outputs scattered from Ys."""
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
     cdef Py_ssize_t Tc = P.shape[0] // N
@@ -126,6 +130,9 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
     cdef Py_ssize_t chunk, t0, t1, t
     cdef floating *wxp = packed_or_null(Wxp)
     cdef floating *wp = packed_or_null(Wp)
+    # step t's outputs: Y + t*hs (row stride ldh), or with reverse the scratch Ys
+    cdef floating *y = ptr(Ys) if reverse else &Y[0, 0]
+    cdef Py_ssize_t ys = 0 if reverse else hs, ldy = H if reverse else ldh
     with nogil:
         if wxp != NULL:
             pack(D, H, &Wx[0, 0], H, False, wxp)
@@ -134,13 +141,20 @@ def forward_infer(const floating[:, ::1] X, const floating[:, ::1] Wx,
         for chunk in range((T + Tc - 1) // Tc):
             t0 = chunk * Tc
             t1 = min(T, t0 + Tc)
-            # P[t - t0] = X[:, t] @ Wx  for t0 <= t < t1
-            project(L, cptr(X), D, t0, t1, cptr(Wx), H, &P[0, 0], N * H, H, wxp)
+            if reverse:
+                # P[t - t0] = X[:, rev_pos(:, t)] @ Wx  (gathered through Xr)
+                project_reversed(L, cptr(X), D, lens, t0, t1, cptr(Wx), H, ptr(Xr), &P[0, 0])
+            else:
+                # P[t - t0] = X[:, t] @ Wx  for t0 <= t < t1
+                project(L, cptr(X), D, t0, t1, cptr(Wx), H, &P[0, 0], N * H, H, wxp)
             for t in range(t0, t1):
                 p = &P[0, 0] + (t - t0) * N * H
                 # p += h_{t-1} @ Wh; then h is overwritten in place by h_t
                 step_gemm(N, H, H, h, H, &Wh[0, 0], H, False, wp, 1, p, H)
-                fwd_step(N, H, act, p, H, &b[0], h, H, h, H, &Y[0, 0] + t * hs, ldh, lens, t)
+                fwd_step(N, H, act, p, H, &b[0], h, H, h, H, y + t * ys, ldy, lens, t)
+                if reverse:
+                    # Y[:, rev_pos(:, t)] = Ys
+                    scatter_reversed(L, y, H, lens, t, &Y[0, 0])
 
 
 def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating[:, ::1] Wh,

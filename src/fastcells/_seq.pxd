@@ -5,8 +5,18 @@
 # n at step t is  t*ts + n*ns  (time-major: ts = N, ns = 1; batch-first: ts = 1, ns = T). So the
 # N rows of step t start at element t*ts*W and lie ns*W elements apart: one pointer and one
 # leading dimension describe them, for BLAS and for the pointwise C passes alike.
+#
+# reverse=True in inference: processing step t of sequence n reads and writes position
+# rev_pos(n, t) = lengths[n]-1-t for t < lengths[n] (the sequence reversed within its length),
+# else t (a padding step: padding stays where it is); without lengths T-1-t. Those rows do not
+# lie one stride apart, so a chunk's input rows are gathered into a small buffer in processing
+# order (project_reversed: still one GEMM per chunk) and each step's outputs are scattered from
+# an (N, H) scratch (scatter_reversed). Training permutes xs in Python instead (its cache is
+# O(N*T) anyway).
 cimport numpy as cnp
 from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy
 from ._blas cimport gemm, gemm_packed
 from ._csrc cimport fc_colsum_f32, fc_colsum_f64
 
@@ -66,6 +76,44 @@ cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t
             # P[:, n] = X[n, t0:t1] @ W
             step_gemm(t1 - t0, GW, D, X + (n * L.ns + t0 * L.ts) * D, L.ts * D, W, GW, False,
                       Wp, 0, P + n * p_row, p_step)
+
+
+cdef inline Py_ssize_t rev_pos(Layout L, const int64_t *lens, Py_ssize_t n,
+                               Py_ssize_t t) noexcept nogil:
+    """The position that processing step t of sequence n reads and writes with reverse=True."""
+    cdef Py_ssize_t length = L.T if lens == NULL else lens[n]
+    return length - 1 - t if t < length else t
+
+
+cdef inline void project_reversed(Layout L, const floating *X, Py_ssize_t D,
+                                  const int64_t *lens, Py_ssize_t t0, Py_ssize_t t1,
+                                  const floating *W, Py_ssize_t GW, floating *Xr,
+                                  floating *P) noexcept nogil:
+    """P[(t - t0)*N + n, :GW] = X[row(n, rev_pos(n, t))] @ W  for t in [t0, t1), every n.
+
+    The rows are first gathered into Xr ((t1 - t0)*N, D) in processing order, so that the
+    product is one GEMM whatever the layout and the lengths.
+    """
+    cdef Py_ssize_t N = L.N, t, n
+    if D > 0:  # (a zero-width X has no element to copy; the GEMM then writes zeros)
+        for t in range(t0, t1):
+            for n in range(N):
+                # Xr[(t - t0)*N + n] = X[row(n, rev_pos(n, t))]
+                memcpy(Xr + ((t - t0) * N + n) * D,
+                       X + (rev_pos(L, lens, n, t) * L.ts + n * L.ns) * D,
+                       D * sizeof(floating))
+    # P = Xr @ W
+    gemm(False, False, (t1 - t0) * N, GW, D, 1, Xr, D, W, GW, 0, P, GW)
+
+
+cdef inline void scatter_reversed(Layout L, const floating *Ys, Py_ssize_t H,
+                                  const int64_t *lens, Py_ssize_t t,
+                                  floating *Y) noexcept nogil:
+    """Y[row(n, rev_pos(n, t))] = Ys[n] for every n: step t's outputs (N, H) into place."""
+    cdef Py_ssize_t n
+    for n in range(L.N):
+        memcpy(Y + (rev_pos(L, lens, n, t) * L.ts + n * L.ns) * H, Ys + n * H,
+               H * sizeof(floating))
 
 
 cdef inline void colsum(Py_ssize_t rows, Py_ssize_t cols, const floating *A, Py_ssize_t lda,

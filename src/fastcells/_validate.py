@@ -4,6 +4,8 @@ Every check raises before any kernel runs, with a message that names the functio
 argument, what was expected and what was given. Accepted arrays come back C-contiguous and
 aligned, copied only when they are not already (the caller's array is never written).
 """
+import functools
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -62,8 +64,8 @@ class Sequence:
     """The checked core arguments of a *_forward call: xs, Wx, Wh and lengths.
 
     Attributes: xs, Wx, Wh (checked arrays), N, T, D, H, G, dtype, time_major, reverse,
-    lengths (None or a C-contiguous int64 copy), X (the (N*T, D) matrix the kernels take: xs,
-    or with reverse=True each sequence of xs reversed within its length, see `order`).
+    lengths (None or a C-contiguous int64 copy); rows (xs as its (N*T, D) matrix, a view) and
+    X (the matrix the training kernels take, see below).
     """
 
     def __init__(self, fn, G, xs, Wx, Wh, lengths, time_major, reverse=False, xs_name="xs"):
@@ -94,7 +96,18 @@ class Sequence:
         self.Wh = np.require(Wh, requirements=("C", "A"))
         self.Wx = np.require(Wx, requirements=("C", "A"))
         self.lengths = lengths_array(fn, lengths, self.N, self.T)
-        self.X = self.order(self.xs).reshape(self.N * self.T, self.D)
+
+    @property
+    def rows(self):
+        """xs as the (N*T, D) matrix of layout rows (_seq.pxd): a view, never a copy. The
+        inference kernels take it with reverse=True too: they walk reversed positions."""
+        return self.xs.reshape(self.N * self.T, self.D)
+
+    @functools.cached_property
+    def X(self):
+        """The (N*T, D) matrix the training kernels take: `rows`, or with reverse=True each
+        sequence of xs reversed within its length (see `order`), copied on first use only."""
+        return self.order(self.xs).reshape(self.N * self.T, self.D)
 
     def order(self, a):
         """With reverse=True, the sequence array `a` (in the layout of xs) with each sequence

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _gru
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
-                      packed_input_weights, packed_weights, states_by_step)
+                      packed_input_weights, packed_weights, reverse_buffers, states_by_step)
 from ._types import GRUGrads
 from ._validate import Sequence, check_flag
 
@@ -73,12 +73,14 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
     # the per-step products: h @ Wh, or h @ Wh[:, :2H] and rh @ Wh[:, 2H:]
     Wp = packed_weights(dtype, N, T, *([(H, 3 * H)] if reset_after else [(H, 2 * H), (H, H)]))
     if not training:
-        if not seq.empty:  # h is updated in place into h_T
+        # h is updated in place into h_T; with reverse the kernel walks the reversed positions
+        # of xs and hs itself (no reordered copy: the memory is hs plus O(N*H))
+        if not seq.empty:
             S = np.empty((1, H) if reset_after else (N, H), dtype)  # uh scratch, or rh
-            _gru.forward_infer(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
-                               reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h, Wp,
-                               packed_input_weights(seq))
-        return seq.order(hs), h, None
+            _gru.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
+                               seq.reverse, reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h,
+                               Wp, packed_input_weights(seq), *reverse_buffers(seq))
+        return hs, h, None
     cache = GRUCache(seq)
     cache.reset_after = reset_after
     cache.gates = aligned_empty((N * T, 3 * H), dtype)

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _lstm
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
-                      packed_input_weights, packed_weights, states_by_step)
+                      packed_input_weights, packed_weights, reverse_buffers, states_by_step)
 from ._types import LSTMGrads
 from ._validate import Sequence, check_flag
 
@@ -56,11 +56,13 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
     hs, Y = outputs(seq)
     Wp = packed_weights(dtype, N, T, (H, 4 * H))
     if not training:
-        if not seq.empty:  # h, c are updated in place into h_T, c_T
-            _lstm.forward_infer(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
-                                Y, chunk_buffer(seq, 4 * H), h, c, Wp,
-                                packed_input_weights(seq))
-        return seq.order(hs), (h, c), None
+        # h, c are updated in place into h_T, c_T; with reverse the kernel walks the reversed
+        # positions of xs and hs itself (no reordered copy: the memory is hs plus O(N*H))
+        if not seq.empty:
+            _lstm.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
+                                seq.reverse, Y, chunk_buffer(seq, 4 * H), h, c, Wp,
+                                packed_input_weights(seq), *reverse_buffers(seq))
+        return hs, (h, c), None
     cache = LSTMCache(seq)
     cache.gates = aligned_empty((N * T, 4 * H), dtype)
     cache.h_prev, cache.c_prev = states_by_step(seq, h), states_by_step(seq, c)

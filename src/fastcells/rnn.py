@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _rnn
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
-                      packed_input_weights, packed_weights, states_by_step)
+                      packed_input_weights, packed_weights, reverse_buffers, states_by_step)
 from ._types import RNNGrads
 from ._validate import Sequence, check_flag
 
@@ -62,11 +62,13 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
     hs, Y = outputs(seq)
     Wp = packed_weights(seq.dtype, N, T, (H, H))
     if not training:
-        if not seq.empty:  # h is updated in place into h_T
-            _rnn.forward_infer(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
-                               act, Y, chunk_buffer(seq, H), h, Wp,
-                               packed_input_weights(seq))
-        return seq.order(hs), h, None
+        # h is updated in place into h_T; with reverse the kernel walks the reversed positions
+        # of xs and hs itself (no reordered copy: the memory is hs plus O(N*H))
+        if not seq.empty:
+            _rnn.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
+                               seq.reverse, act, Y, chunk_buffer(seq, H), h, Wp,
+                               packed_input_weights(seq), *reverse_buffers(seq))
+        return hs, h, None
     cache = RNNCache(seq)
     cache.act = act
     cache.h_next = aligned_empty((N * T, H), seq.dtype)
