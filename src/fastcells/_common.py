@@ -1,5 +1,7 @@
 """What the three cells' public modules share: the cache base, the training buffers and the
 preparation of a backward call. Checks are in _validate; the loops in the _<cell>.pyx kernels."""
+import threading
+
 import numpy as np
 
 from . import _blas
@@ -56,6 +58,30 @@ def aligned_empty(shape, dtype):
     buf = np.empty(n + pad, dtype)
     start = (-buf.ctypes.data % 64) // dtype.itemsize
     return buf[start:start + n].reshape(shape)
+
+
+# Work arrays of one kernel call, kept per thread between calls (see scratch).
+_SCRATCH = threading.local()
+SCRATCH_MAX_BYTES = 1 << 28  # larger ones are allocated per call and not kept
+
+
+def scratch(shape, dtype, slot=0):
+    """A 64-byte-aligned work array for the duration of one kernel call (uninitialized): a
+    view of a buffer this thread keeps between calls, one per `slot` and dtype, grown to the
+    largest size asked. Backward's big temporaries (dA: N*T*G*H) would otherwise be allocated,
+    page-faulted in and handed back to the system on every call, which costs as much as a
+    tenth of a training step. Nothing that outlives the call may be a scratch array."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    if n * dtype.itemsize > SCRATCH_MAX_BYTES:
+        return aligned_empty(shape, dtype)
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None:
+        buffers = _SCRATCH.buffers = {}
+    buf = buffers.get((slot, dtype))
+    if buf is None or buf.size < n:
+        buf = buffers[(slot, dtype)] = aligned_empty((max(n, 1),), dtype)
+    return buf[:n].reshape(shape)
 
 
 def chunk_buffer(seq, width):

@@ -19,7 +19,8 @@ import numpy as np
 
 from . import _gru
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
-                      packed_input_weights, packed_weights, reverse_buffers, states_by_step)
+                      packed_input_weights, packed_weights, reverse_buffers, scratch,
+                      states_by_step)
 from ._types import GRUGrads
 from ._validate import Sequence, check_flag
 
@@ -106,9 +107,9 @@ def gru_backward(cache, dhs, dh_T=None):
     (dh,) = bw.states
     if bw.run:
         c = bw.cache
-        dA = aligned_empty((c.N * c.T, 3 * c.H), c.dtype)
+        dA = scratch((c.N * c.T, 3 * c.H), c.dtype)
         # the recurrent-side gradients dU (reset_after), or one step's drh
-        W2 = aligned_empty((c.N * c.T, 3 * c.H) if reset_after else (c.N, c.H), c.dtype)
+        W2 = scratch((c.N * c.T, 3 * c.H) if reset_after else (c.N, c.H), c.dtype, slot=1)
         _gru.backward(c.X, c.Wx, c.Wh, c.gates, c.extra, c.h_prev, c.lengths, c.N, c.T,
                       c.time_major, reset_after, bw.dY, bw.has_dy, dh, dA, W2, bw.dX,
                       bw.dWx, bw.dWh, bw.db.reshape(-1),

@@ -13,7 +13,8 @@ import numpy as np
 
 from . import _lstm
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
-                      packed_input_weights, packed_weights, reverse_buffers, states_by_step)
+                      packed_input_weights, packed_weights, reverse_buffers, scratch,
+                      states_by_step)
 from ._types import LSTMGrads
 from ._validate import Sequence, check_flag
 
@@ -93,7 +94,7 @@ def lstm_backward(cache, dhs, dh_T=None, dc_T=None):
     dh, dc = bw.states
     if bw.run:
         c = bw.cache
-        dA = aligned_empty((c.N * c.T, 4 * c.H), c.dtype)
+        dA = scratch((c.N * c.T, 4 * c.H), c.dtype)
         _lstm.backward(c.X, c.Wx, c.Wh, c.gates, c.h_prev, c.c_prev, c.tanh_c, c.lengths,
                        c.N, c.T, c.time_major, bw.dY, bw.has_dy, dh, dc, dA,
                        bw.dX, bw.dWx, bw.dWh, bw.db, packed_weights(c.dtype, c.N, c.T, (4 * c.H, c.H)))

@@ -8,7 +8,8 @@ import numpy as np
 
 from . import _rnn
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
-                      packed_input_weights, packed_weights, reverse_buffers, states_by_step)
+                      packed_input_weights, packed_weights, reverse_buffers, scratch,
+                      states_by_step)
 from ._types import RNNGrads
 from ._validate import Sequence, check_flag
 
@@ -91,7 +92,7 @@ def rnn_backward(cache, dhs, dh_T=None):
     (dh,) = bw.states
     if bw.run:
         c = bw.cache
-        dA = aligned_empty((c.N * c.T, c.H), c.dtype)
+        dA = scratch((c.N * c.T, c.H), c.dtype)
         _rnn.backward(c.X, c.Wx, c.Wh, c.h_next, c.h_prev, c.lengths, c.N, c.T, c.time_major,
                       c.act, bw.dY, bw.has_dy, dh, dA, bw.dX, bw.dWx, bw.dWh, bw.db,
                       packed_weights(c.dtype, c.N, c.T, (c.H, c.H)))
