@@ -49,7 +49,7 @@ directives = {
 
 # Each extension lists the C sources it is built from (numpy.random style).
 MODULES = {
-    "_blas": ["csrc/fc_gemm.c"],
+    "_blas": ["csrc/fc_gemm.c", "csrc/fc_pool.c"],
     "_math": ["csrc/fc_common.c"],
     "_rnn": ["csrc/fc_rnn.c", "csrc/fc_common.c"],
     "_gru": ["csrc/fc_gru.c", "csrc/fc_common.c"],

@@ -175,6 +175,15 @@ void fc_gemv_f32(fc_int K, fc_int Nc, const float *x, fc_int incx, const float *
 void fc_gemv_f64(fc_int K, fc_int Nc, const double *x, fc_int incx, const double *W,
                  fc_int ldw, int beta, double *y);
 
+/* ---- threads (fc_pool.c) ----------------------------------------------------------------------
+ * fc_parallel runs task(ctx, tid, nth) for tid = 0 .. nth-1 at once (the caller is tid 0) and
+ * returns when all are done, returning nth; it runs task(ctx, 0, 1) alone, and returns 1, when
+ * nth <= 1, when no worker can be started, or when another run is in progress. Inside a task,
+ * fc_barrier(nth) waits until all nth threads of the run have reached it. */
+typedef void (*fc_task)(void *ctx, int tid, int nth);
+int fc_parallel(int nth, fc_task task, void *ctx);
+void fc_barrier(int nth);
+
 /* ---- shared helpers -------------------------------------------------------------------------- */
 /* out[j] = sum_r A[r, j] for a (rows, cols) matrix with row stride lda (the bias gradient). */
 void fc_colsum_f32(fc_int rows, fc_int cols, const float *A, fc_int lda, float *out);

@@ -8,6 +8,8 @@
 # without BLAS re-packing B on every call.
 from cython cimport floating
 
+from ._csrc cimport fc_task
+
 cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                floating alpha, const floating *A, Py_ssize_t lda,
                const floating *B, Py_ssize_t ldb,
@@ -19,3 +21,9 @@ cdef void pack(Py_ssize_t K, Py_ssize_t Nc, const floating *B, Py_ssize_t ldb, b
 cdef void gemm_packed(Py_ssize_t M, Py_ssize_t Nc, Py_ssize_t K, const floating *A,
                       Py_ssize_t lda, const floating *packed, bint beta, floating *C,
                       Py_ssize_t ldc) noexcept nogil
+
+# The recurrent loops' threads (csrc/fc_pool.c, one pool in the process): parallel runs
+# task(ctx, tid, nth) on nth threads at once (fewer, down to the caller alone, when the pool
+# is busy) and returns the number used; barrier(nth) inside a task waits for all of them.
+cdef int parallel(int nth, fc_task task, void *ctx) noexcept nogil
+cdef void barrier(int nth) noexcept nogil

@@ -2,6 +2,7 @@
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
+from ._csrc cimport fc_barrier, fc_parallel, fc_task
 from ._csrc cimport fc_gemm_packed_f32, fc_gemm_packed_f64, fc_gemm_rows, fc_pack_f32
 from ._csrc cimport fc_gemv_f32, fc_gemv_f64, fc_pack_f64, fc_packed_size_f32
 from ._csrc cimport fc_packed_size_f64
@@ -85,6 +86,14 @@ cdef void gemm_packed(Py_ssize_t M, Py_ssize_t Nc, Py_ssize_t K, const floating 
         fc_gemm_packed_f32(M, Nc, K, A, lda, packed, beta, C, ldc)
     else:
         fc_gemm_packed_f64(M, Nc, K, A, lda, packed, beta, C, ldc)
+
+
+cdef int parallel(int nth, fc_task task, void *ctx) noexcept nogil:
+    return fc_parallel(nth, task, ctx)
+
+
+cdef void barrier(int nth) noexcept nogil:
+    fc_barrier(nth)
 
 
 def _packed_size(dtype, Py_ssize_t K, Py_ssize_t Nc):

@@ -105,3 +105,7 @@ cdef extern from "fastcells.h" nogil:
                      fc_int ldw, int beta, float *y)
     void fc_gemv_f64(fc_int K, fc_int Nc, const double *x, fc_int incx, const double *W,
                      fc_int ldw, int beta, double *y)
+
+    ctypedef void (*fc_task)(void *ctx, int tid, int nth) noexcept nogil
+    int fc_parallel(int nth, fc_task task, void *ctx)
+    void fc_barrier(int nth)

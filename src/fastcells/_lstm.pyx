@@ -23,69 +23,152 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blas cimport gemm, pack
+from ._blas cimport gemm, pack, parallel
 from ._fastpath cimport cell_typenum, empty
 from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
 from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
-from ._seq cimport project_reversed, scatter_reversed, step_gemm
+from ._seq cimport Team, project_reversed, rows, scatter_reversed, solo, sync
+from ._seq cimport project_sequences, team_gemm, team_pack
 
 cnp.import_array()
 
 
-cdef inline void fwd_step(Py_ssize_t N, Py_ssize_t H, floating *gates, Py_ssize_t ld_g,
+cdef inline floating *at(floating *a, Py_ssize_t n0, Py_ssize_t ld) noexcept nogil:
+    """Row n0 of a (NULL stays NULL)."""
+    return NULL if a == NULL else a + n0 * ld
+
+
+cdef inline void fwd_step(Team tm, Py_ssize_t N, Py_ssize_t H, floating *gates, Py_ssize_t ld_g,
                           const floating *b, const floating *c_prev, Py_ssize_t ld_cp,
                           floating *c_next, Py_ssize_t ld_cn, const floating *h_prev,
                           Py_ssize_t ld_hp, floating *h_next, Py_ssize_t ld_hn, floating *y,
                           Py_ssize_t ld_y, floating *tanh_c, Py_ssize_t ld_tc,
                           const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    """The fused pointwise pass on this thread's rows of the step."""
+    cdef Py_ssize_t n0, n1
+    rows(tm, N, &n0, &n1)
+    gates, c_prev, c_next = gates + n0 * ld_g, c_prev + n0 * ld_cp, c_next + n0 * ld_cn
+    h_prev, h_next, y = h_prev + n0 * ld_hp, h_next + n0 * ld_hn, y + n0 * ld_y
+    tanh_c = at(tanh_c, n0, ld_tc)
+    lengths = NULL if lengths == NULL else lengths + n0
     if floating is float:
-        fc_lstm_fwd_step_f32(N, H, gates, ld_g, b, c_prev, ld_cp, c_next, ld_cn, h_prev, ld_hp,
-                             h_next, ld_hn, y, ld_y, tanh_c, ld_tc, lengths, t)
+        fc_lstm_fwd_step_f32(n1 - n0, H, gates, ld_g, b, c_prev, ld_cp, c_next, ld_cn, h_prev,
+                             ld_hp, h_next, ld_hn, y, ld_y, tanh_c, ld_tc, lengths, t)
     else:
-        fc_lstm_fwd_step_f64(N, H, gates, ld_g, b, c_prev, ld_cp, c_next, ld_cn, h_prev, ld_hp,
-                             h_next, ld_hn, y, ld_y, tanh_c, ld_tc, lengths, t)
+        fc_lstm_fwd_step_f64(n1 - n0, H, gates, ld_g, b, c_prev, ld_cp, c_next, ld_cn, h_prev,
+                             ld_hp, h_next, ld_hn, y, ld_y, tanh_c, ld_tc, lengths, t)
 
 
-cdef inline void bwd_step(Py_ssize_t N, Py_ssize_t H, const floating *gates, Py_ssize_t ld_g,
-                          const floating *c_prev, Py_ssize_t ld_cp, const floating *tanh_c,
-                          Py_ssize_t ld_tc, const floating *dy, Py_ssize_t ld_dy, floating *dh,
-                          floating *dc, floating *dA, Py_ssize_t ld_dA, const int64_t *lengths,
-                          Py_ssize_t t) noexcept nogil:
+cdef inline void bwd_step(Team tm, Py_ssize_t N, Py_ssize_t H, const floating *gates,
+                          Py_ssize_t ld_g, const floating *c_prev, Py_ssize_t ld_cp,
+                          const floating *tanh_c, Py_ssize_t ld_tc, const floating *dy,
+                          Py_ssize_t ld_dy, floating *dh, floating *dc, floating *dA,
+                          Py_ssize_t ld_dA, const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    """The fused pointwise pass of backward on this thread's rows of the step."""
+    cdef Py_ssize_t n0, n1
+    rows(tm, N, &n0, &n1)
+    gates, c_prev, tanh_c = gates + n0 * ld_g, c_prev + n0 * ld_cp, tanh_c + n0 * ld_tc
+    dy, dh, dc, dA = dy + n0 * ld_dy, dh + n0 * H, dc + n0 * H, dA + n0 * ld_dA
+    lengths = NULL if lengths == NULL else lengths + n0
     if floating is float:
-        fc_lstm_bwd_step_f32(N, H, gates, ld_g, c_prev, ld_cp, tanh_c, ld_tc, dy, ld_dy, dh, dc,
-                             dA, ld_dA, lengths, t)
+        fc_lstm_bwd_step_f32(n1 - n0, H, gates, ld_g, c_prev, ld_cp, tanh_c, ld_tc, dy, ld_dy,
+                             dh, dc, dA, ld_dA, lengths, t)
     else:
-        fc_lstm_bwd_step_f64(N, H, gates, ld_g, c_prev, ld_cp, tanh_c, ld_tc, dy, ld_dy, dh, dc,
-                             dA, ld_dA, lengths, t)
+        fc_lstm_bwd_step_f64(n1 - n0, H, gates, ld_g, c_prev, ld_cp, tanh_c, ld_tc, dy, ld_dy,
+                             dh, dc, dA, ld_dA, lengths, t)
 
 
 # ---- the loops ---------------------------------------------------------------------------------
-cdef void train_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
-                     const floating *Wx, const floating *Wh, const floating *b,
-                     const int64_t *lens, floating *Y, floating *G, floating *hp,
-                     floating *cp, floating *TC, floating *hT, floating *cT,
-                     floating *wp) noexcept nogil:
-    """Training forward. Hp (hp), Cp (cp): step 0 holds h0, c0; only written for T > 1."""
+# Each recurrence runs on a team (see _seq.pxd): `parallel` hands it to nth threads through a
+# struct of its arguments (one struct type per loop, both dtypes: `dbl`).
+# The arguments of forward_steps / backward_steps / infer_steps for the threads (void
+# pointers: one struct for both dtypes).
+cdef struct Steps:
+    Layout L
+    Py_ssize_t D, H, t0, t1
+    const void *X
+    const void *Wx
+    const void *wxp
+    const void *Wh
+    const void *b
+    const int64_t *lens
+    void *Y
+    void *G
+    void *hp
+    void *cp
+    void *TC
+    void *hT
+    void *cT
+    void *wp
+    const void *dY
+    bint has_dy
+    void *dh
+    void *dc
+    void *A
+    void *y
+    Py_ssize_t ys, ldy
+    bint dbl
+
+
+cdef void forward_steps(Team tm, Layout L, Py_ssize_t H, const floating *Wh, const floating *b,
+                        const int64_t *lens, floating *Y, floating *G, floating *hp,
+                        floating *cp, floating *TC, floating *hT, floating *cT,
+                        floating *wp) noexcept nogil:
+    """Training forward after the input projection (G holds X @ Wx). Hp (hp), Cp (cp): step 0
+    holds h0, c0; only written for T > 1."""
     cdef Py_ssize_t N = L.N, T = L.T, G4 = 4 * H
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H     # width-H arrays: step offset, row stride
     cdef Py_ssize_t gs = L.ts * G4, ldg = L.ns * G4   # width-4H arrays
     cdef floating *h_next
     cdef floating *c_next
     cdef Py_ssize_t t, ld_next
-    if wp != NULL:
-        pack(H, G4, Wh, G4, False, wp)
-    # gates = X @ Wx  (all steps)
-    project(L, X, D, 0, T, Wx, G4, G, gs, ldg)
+    team_pack(tm, H, G4, Wh, G4, False, wp)
+    sync(tm)
     for t in range(T):
         # gates[t] += h_{t-1} @ Wh
-        step_gemm(N, G4, H, hp + t * hs, ldh, Wh, G4, False, wp, 1, G + t * gs, ldg)
+        team_gemm(tm, N, G4, H, hp + t * hs, ldh, Wh, G4, False, wp, 1, G + t * gs, ldg)
+        sync(tm)
         if t + 1 < T:
             h_next, c_next, ld_next = hp + (t + 1) * hs, cp + (t + 1) * hs, ldh
         else:
             h_next, c_next, ld_next = hT, cT, H
-        fwd_step(N, H, G + t * gs, ldg, b, cp + t * hs, ldh, c_next, ld_next,
+        fwd_step(tm, N, H, G + t * gs, ldg, b, cp + t * hs, ldh, c_next, ld_next,
                  hp + t * hs, ldh, h_next, ld_next, Y + t * hs, ldh, TC + t * hs, ldh, lens, t)
+        sync(tm)
+
+
+cdef void backward_steps(Team tm, Layout L, Py_ssize_t H, const floating *Wh,
+                         const floating *G, const floating *hp, const floating *cp,
+                         const floating *TC, const int64_t *lens, const floating *dY,
+                         bint has_dy, floating *dh, floating *dc, floating *A,
+                         floating *wp) noexcept nogil:
+    """Backward through the steps, writing dA (A) and turning dh, dc into dh0, dc0."""
+    cdef Py_ssize_t N = L.N, T = L.T, G4 = 4 * H
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef Py_ssize_t gs = L.ts * G4, ldg = L.ns * G4
+    cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
+    cdef Py_ssize_t t
+    team_pack(tm, G4, H, Wh, G4, True, wp)
+    sync(tm)
+    for t in range(T - 1, -1, -1):
+        bwd_step(tm, N, H, G + t * gs, ldg, cp + t * hs, ldh, TC + t * hs, ldh, dY + t * dys,
+                 ldy, dh, dc, A + t * gs, ldg, lens, t)
+        sync(tm)
+        # dh_{t-1} += dA_t @ Whᵀ
+        team_gemm(tm, N, H, G4, A + t * gs, ldg, Wh, G4, True, wp, 1, dh, H)
+        sync(tm)
+
+
+cdef void train_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
+                     const floating *Wx, const floating *Wh, const floating *b,
+                     const int64_t *lens, floating *Y, floating *G, floating *hp,
+                     floating *cp, floating *TC, floating *hT, floating *cT,
+                     floating *wp) noexcept nogil:
+    """Training forward on one thread (the one-step cell)."""
+    # gates = X @ Wx  (all steps)
+    project(L, X, D, 0, L.T, Wx, 4 * H, G, L.ts * 4 * H, L.ns * 4 * H)
+    forward_steps(solo(), L, H, Wh, b, lens, Y, G, hp, cp, TC, hT, cT, wp)
 
 
 cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
@@ -93,24 +176,104 @@ cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
                         const floating *hp, const floating *cp, const floating *TC,
                         const int64_t *lens, const floating *dY, bint has_dy, floating *dh,
                         floating *dc, floating *A, floating *dX, floating *dWx,
-                        floating *dWh, floating *db, floating *wp) noexcept nogil:
+                        floating *dWh, floating *db, floating *wp, int nth) noexcept nogil:
     cdef Py_ssize_t N = L.N, T = L.T, G4 = 4 * H
-    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
-    cdef Py_ssize_t gs = L.ts * G4, ldg = L.ns * G4
-    cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
-    cdef Py_ssize_t t
-    if wp != NULL:
-        pack(G4, H, Wh, G4, True, wp)
-    for t in range(T - 1, -1, -1):
-        bwd_step(N, H, G + t * gs, ldg, cp + t * hs, ldh, TC + t * hs, ldh, dY + t * dys, ldy,
-                 dh, dc, A + t * gs, ldg, lens, t)
-        # dh_{t-1} += dA_t @ Whᵀ
-        step_gemm(N, H, G4, A + t * gs, ldg, Wh, G4, True, wp, 1, dh, H)
+    cdef Steps s
+    if nth > 1:
+        s.L, s.H, s.Wh, s.lens = L, H, Wh, lens
+        s.G, s.hp, s.cp, s.TC = <void *> G, <void *> hp, <void *> cp, <void *> TC  # only read
+        s.dY, s.has_dy, s.dh, s.dc, s.A, s.wp = dY, has_dy, dh, dc, A, wp
+        s.dbl = floating is double
+        parallel(nth, backward_task, &s)
+    else:
+        backward_steps(solo(), L, H, Wh, G, hp, cp, TC, lens, dY, has_dy, dh, dc, A, wp)
     # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
     gemm(True, False, D, G4, N * T, 1, X, D, A, G4, 0, dWx, G4)
     gemm(True, False, H, G4, N * T, 1, hp, H, A, G4, 0, dWh, G4)
     gemm(False, True, N * T, D, G4, 1, A, G4, Wx, G4, 0, dX, D)
     colsum(N * T, G4, A, G4, db)
+
+
+cdef void forward_task(void *arg, int tid, int nth) noexcept nogil:
+    cdef Steps *s = <Steps *> arg
+    cdef Team tm
+    tm.tid, tm.nth = tid, nth
+    if s.dbl:
+        forward_steps(tm, s.L, s.H, <const double *> s.Wh, <const double *> s.b, s.lens,
+                      <double *> s.Y, <double *> s.G, <double *> s.hp, <double *> s.cp,
+                      <double *> s.TC, <double *> s.hT, <double *> s.cT, <double *> s.wp)
+    else:
+        forward_steps(tm, s.L, s.H, <const float *> s.Wh, <const float *> s.b, s.lens,
+                      <float *> s.Y, <float *> s.G, <float *> s.hp, <float *> s.cp,
+                      <float *> s.TC, <float *> s.hT, <float *> s.cT, <float *> s.wp)
+
+
+cdef void backward_task(void *arg, int tid, int nth) noexcept nogil:
+    cdef Steps *s = <Steps *> arg
+    cdef Team tm
+    tm.tid, tm.nth = tid, nth
+    if s.dbl:
+        backward_steps(tm, s.L, s.H, <const double *> s.Wh, <const double *> s.G,
+                       <const double *> s.hp, <const double *> s.cp, <const double *> s.TC,
+                       s.lens, <const double *> s.dY, s.has_dy, <double *> s.dh,
+                       <double *> s.dc, <double *> s.A, <double *> s.wp)
+    else:
+        backward_steps(tm, s.L, s.H, <const float *> s.Wh, <const float *> s.G,
+                       <const float *> s.hp, <const float *> s.cp, <const float *> s.TC,
+                       s.lens, <const float *> s.dY, s.has_dy, <float *> s.dh,
+                       <float *> s.dc, <float *> s.A, <float *> s.wp)
+
+
+cdef void infer_steps(Team tm, Py_ssize_t N, Py_ssize_t H, Py_ssize_t t0, Py_ssize_t t1,
+                      const floating *Wh, const floating *b, const int64_t *lens,
+                      floating *P, floating *h, floating *c, floating *y, Py_ssize_t ys,
+                      Py_ssize_t ldy, const floating *wp) noexcept nogil:
+    """Inference steps t0 <= t < t1: P holds their input projections ((t1 - t0)*N, 4H); the
+    state h, c (N, H) is updated in place; step t's outputs go to y + t*ys (row stride ldy)."""
+    cdef Py_ssize_t G4 = 4 * H, t
+    cdef floating *p
+    for t in range(t0, t1):
+        p = P + (t - t0) * N * G4
+        # p += h_{t-1} @ Wh, then the state is overwritten in place by h_t, c_t
+        team_gemm(tm, N, G4, H, h, H, Wh, G4, False, wp, 1, p, G4)
+        sync(tm)
+        fwd_step(tm, N, H, p, G4, b, c, H, c, H, h, H, h, H, y + t * ys, ldy,
+                 <floating *> NULL, 0, lens, t)
+        sync(tm)
+
+
+cdef void infer_chunks(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc,
+                       const floating *X, const floating *Wx, const floating *wxp,
+                       const floating *Wh, const floating *b, const int64_t *lens,
+                       floating *P, floating *h, floating *c, floating *Y,
+                       const floating *wp) noexcept nogil:
+    """All of inference on a team: per chunk of Tc steps, each thread projects the input of
+    its own sequences (Wx packed: wxp), then the steps run (infer_steps)."""
+    cdef Py_ssize_t N = L.N, T = L.T, chunk, t0, t1, n0, n1
+    rows(tm, N, &n0, &n1)
+    for chunk in range((T + Tc - 1) // Tc):
+        t0 = chunk * Tc
+        t1 = min(T, t0 + Tc)
+        # P[t - t0, n] = X[n, t] @ Wx  for this thread's sequences
+        project_sequences(L, X, D, t0, t1, n0, n1, Wx, 4 * H, P, wxp)
+        sync(tm)
+        infer_steps(tm, N, H, t0, t1, Wh, b, lens, P, h, c, Y, L.ts * H, L.ns * H, wp)
+
+
+cdef void infer_task(void *arg, int tid, int nth) noexcept nogil:
+    cdef Steps *s = <Steps *> arg
+    cdef Team tm
+    tm.tid, tm.nth = tid, nth
+    if s.dbl:
+        infer_chunks(tm, s.L, s.D, s.H, s.t1, <const double *> s.X, <const double *> s.Wx,
+                     <const double *> s.wxp, <const double *> s.Wh, <const double *> s.b,
+                     s.lens, <double *> s.G, <double *> s.hT, <double *> s.cT,
+                     <double *> s.Y, <const double *> s.wp)
+    else:
+        infer_chunks(tm, s.L, s.D, s.H, s.t1, <const float *> s.X, <const float *> s.Wx,
+                     <const float *> s.wxp, <const float *> s.Wh, <const float *> s.b,
+                     s.lens, <float *> s.G, <float *> s.hT, <float *> s.cT,
+                     <float *> s.Y, <const float *> s.wp)
 
 
 # ---- the sequence API (typed memoryviews) -----------------------------------------------------
@@ -127,13 +290,20 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
                   floating[:, ::1] TC,            # out (N*T, H): tanh(c_t)
                   floating[:, ::1] hT,            # out (N, H)
                   floating[:, ::1] cT,            # out (N, H)
-                  floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
+                  floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
+                  int nth=1):                     # threads (more than 1 needs Wp)
     cdef Layout L = make_layout(N, T, time_major)
-    cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
+    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
+    cdef Steps s
+    s.L, s.H, s.Wh, s.b = L, H, &Wh[0, 0], &b[0]
+    s.lens = NULL if lengths is None else &lengths[0]
+    s.Y, s.G, s.hp, s.cp, s.TC = &Y[0, 0], &gates[0, 0], &Hp[0, 0], &Cp[0, 0], &TC[0, 0]
+    s.hT, s.cT, s.wp, s.dbl = &hT[0, 0], &cT[0, 0], packed_or_null(Wp), floating is double
     with nogil:
-        train_loop(L, X.shape[1], Wh.shape[0], cptr(X), cptr(Wx), &Wh[0, 0], &b[0], lens,
-                   &Y[0, 0], &gates[0, 0], &Hp[0, 0], &Cp[0, 0], &TC[0, 0], &hT[0, 0],
-                   &cT[0, 0], packed_or_null(Wp))
+        # gates = X @ Wx  (all steps)
+        project(L, cptr(X), D, 0, T, cptr(Wx), 4 * H, &gates[0, 0], L.ts * 4 * H,
+                L.ns * 4 * H)
+        parallel(nth, forward_task, &s)
 
 
 def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (not reordered)
@@ -149,7 +319,8 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (no
                   floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
                   floating[::1] Wxp,              # work: Wx packed, or empty (see project)
                   floating[:, ::1] Xr,            # work (Tc*N, D) with reverse, else empty
-                  floating[:, ::1] Ys):           # work (N, H) with reverse, else empty
+                  floating[:, ::1] Ys,            # work (N, H) with reverse, else empty
+                  int nth=1):                     # threads (more than 1: Wp, Wxp, no reverse)
     """Inference: the state is updated in place in hT, cT; only Tc steps of gates are held
     (Tc = P.shape[0] // N), their input projection one GEMM per chunk. With reverse, step t
     of sequence n is at position rev_pos(n, t) (_seq.pxd): its input rows are gathered
@@ -161,36 +332,42 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (no
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
     cdef floating *h = &hT[0, 0]
     cdef floating *c = &cT[0, 0]
-    cdef floating *p
     cdef Py_ssize_t chunk, t0, t1, t
     cdef floating *wxp = packed_or_null(Wxp)
     cdef floating *wp = packed_or_null(Wp)
     # step t's outputs: Y + t*hs (row stride ldh), or with reverse the scratch Ys
     cdef floating *y = ptr(Ys) if reverse else &Y[0, 0]
     cdef Py_ssize_t ys = 0 if reverse else hs, ldy = H if reverse else ldh
+    cdef Steps s
+    s.L, s.D, s.H, s.t1, s.X, s.Wx, s.wxp = L, D, H, Tc, cptr(X), cptr(Wx), wxp
+    s.Wh, s.b, s.lens, s.G, s.hT, s.cT = &Wh[0, 0], &b[0], lens, &P[0, 0], h, c
+    s.Y, s.wp, s.dbl = &Y[0, 0], wp, floating is double
     with nogil:
         if wxp != NULL:
             pack(D, G4, &Wx[0, 0], G4, False, wxp)
         if wp != NULL:
             pack(H, G4, &Wh[0, 0], G4, False, wp)
-        for chunk in range((T + Tc - 1) // Tc):
-            t0 = chunk * Tc
-            t1 = min(T, t0 + Tc)
-            if reverse:
-                # P[t - t0] = X[:, rev_pos(:, t)] @ Wx  (gathered through Xr)
-                project_reversed(L, cptr(X), D, lens, t0, t1, cptr(Wx), G4, ptr(Xr), &P[0, 0])
-            else:
-                # P[t - t0] = X[:, t] @ Wx  for the steps t0 <= t < t1 of this chunk
-                project(L, cptr(X), D, t0, t1, cptr(Wx), G4, &P[0, 0], N * G4, G4, wxp)
-            for t in range(t0, t1):
-                p = &P[0, 0] + (t - t0) * N * G4
-                # p += h_{t-1} @ Wh, then the state is overwritten in place by h_t, c_t
-                step_gemm(N, G4, H, h, H, &Wh[0, 0], G4, False, wp, 1, p, G4)
-                fwd_step(N, H, p, G4, &b[0], c, H, c, H, h, H, h, H, y + t * ys, ldy,
-                         <floating *> NULL, 0, lens, t)
+        if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
+            parallel(nth, infer_task, &s)
+        else:
+            for chunk in range((T + Tc - 1) // Tc):
+                t0 = chunk * Tc
+                t1 = min(T, t0 + Tc)
                 if reverse:
-                    # Y[:, rev_pos(:, t)] = Ys
-                    scatter_reversed(L, y, H, lens, t, &Y[0, 0])
+                    # P[t - t0] = X[:, rev_pos(:, t)] @ Wx  (gathered through Xr)
+                    project_reversed(L, cptr(X), D, lens, t0, t1, cptr(Wx), G4, ptr(Xr),
+                                     &P[0, 0])
+                else:
+                    # P[t - t0] = X[:, t] @ Wx  for the steps t0 <= t < t1 of this chunk
+                    project(L, cptr(X), D, t0, t1, cptr(Wx), G4, &P[0, 0], N * G4, G4, wxp)
+                if reverse:  # one thread, step by step: Y[:, rev_pos(:, t)] = Ys after step t
+                    for t in range(t0, t1):
+                        infer_steps(solo(), N, H, t, t + 1, &Wh[0, 0], &b[0], lens,
+                                    &P[0, 0] + (t - t0) * N * G4, h, c, y, 0, H, wp)
+                        scatter_reversed(L, y, H, lens, t, &Y[0, 0])
+                else:
+                    infer_steps(solo(), N, H, t0, t1, &Wh[0, 0], &b[0], lens, &P[0, 0], h, c,
+                                y, ys, ldy, wp)
 
 
 def backward(const floating[:, ::1] X,            # (N*T, D) the forward's input
@@ -211,14 +388,15 @@ def backward(const floating[:, ::1] X,            # (N*T, D) the forward's input
              floating[:, ::1] dWx,                # out (D, 4H)
              floating[:, ::1] dWh,                # out (H, 4H)
              floating[::1] db,                    # out (4H,)
-             floating[::1] Wp):                   # work: Whᵀ packed, or empty (use BLAS)
+             floating[::1] Wp,                    # work: Whᵀ packed, or empty (use BLAS)
+             int nth=1):                          # threads (more than 1 needs Wp)
     cdef Layout L = make_layout(N, T, time_major)
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
     with nogil:
         backward_loop(L, X.shape[1], Wh.shape[0], cptr(X), cptr(Wx), &Wh[0, 0], &gates[0, 0],
                       &Hp[0, 0], &Cp[0, 0], &TC[0, 0], lens, &dY[0, 0], has_dy, &dh[0, 0],
                       &dc[0, 0], &dA[0, 0], ptr(dX), ptr(dWx), &dWh[0, 0], &db[0],
-                      packed_or_null(Wp))
+                      packed_or_null(Wp), nth)
 
 
 # ---- the one-step cell (ndarrays, checked by fastcells.layers.LSTM) ----------------------------
@@ -266,7 +444,7 @@ cdef void cell_backward_t(floating *x, floating *h, floating *c, floating *Wx, f
                           floating *dWh, floating *db, Py_ssize_t N, Py_ssize_t D,
                           Py_ssize_t H) noexcept nogil:
     backward_loop(make_layout(N, 1, False), D, H, x, Wx, Wh, gates, h, c, tanh_c, NULL,
-                  dh_next, True, dh, dc, dA, dx, dWx, dWh, db, NULL)
+                  dh_next, True, dh, dc, dA, dx, dWx, dWh, db, NULL, 1)
 
 
 def cell_backward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray c, cnp.ndarray Wx, cnp.ndarray Wh,

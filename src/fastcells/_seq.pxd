@@ -17,7 +17,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
-from ._blas cimport gemm, gemm_packed
+from ._blas cimport barrier, gemm, gemm_packed, pack, packed_size
 from ._csrc cimport fc_colsum_f32, fc_colsum_f64
 
 
@@ -52,6 +52,70 @@ cdef inline void step_gemm(Py_ssize_t N, Py_ssize_t Nc, Py_ssize_t K, const floa
         gemm(False, trans_b, N, Nc, K, 1, A, lda, B, ldb, beta, C, ldc)
 
 
+# ---- threads ------------------------------------------------------------------------------------
+# A recurrent loop runs on a team of nth threads (fastcells.threads chooses nth; nth = 1 is the
+# plain loop). Per step, the packed GEMM is split by column panels of its output and the
+# pointwise pass by rows, with a barrier after each: every element is computed by one thread
+# in the same order whatever nth is, so results do not depend on the number of threads.
+cdef struct Team:
+    int tid, nth
+
+
+cdef inline Team solo() noexcept nogil:
+    cdef Team tm
+    tm.tid, tm.nth = 0, 1
+    return tm
+
+
+cdef inline void sync(Team tm) noexcept nogil:
+    if tm.nth > 1:
+        barrier(tm.nth)
+
+
+cdef inline void rows(Team tm, Py_ssize_t N, Py_ssize_t *n0, Py_ssize_t *n1) noexcept nogil:
+    """This thread's share [n0, n1) of N rows."""
+    n0[0] = N * tm.tid // tm.nth
+    n1[0] = N * (tm.tid + 1) // tm.nth
+
+
+cdef inline void panels(Team tm, floating dummy, Py_ssize_t K, Py_ssize_t Nc, Py_ssize_t *c0,
+                        Py_ssize_t *c1, Py_ssize_t *offset) noexcept nogil:
+    """This thread's columns [c0, c1) of an Nc-wide packed product, whole panels, and where
+    their panels start in the packed buffer."""
+    cdef Py_ssize_t NR = packed_size(dummy, 1, 1)  # the panel width
+    cdef Py_ssize_t P = (Nc + NR - 1) // NR
+    cdef Py_ssize_t p0 = P * tm.tid // tm.nth, p1 = P * (tm.tid + 1) // tm.nth
+    c0[0] = min(Nc, p0 * NR)
+    c1[0] = min(Nc, p1 * NR)
+    offset[0] = p0 * NR * K
+
+
+cdef inline void team_pack(Team tm, Py_ssize_t K, Py_ssize_t Nc, const floating *B,
+                           Py_ssize_t ldb, bint trans, floating *packed) noexcept nogil:
+    """pack (see _blas) by the whole team, each thread its own panels; no barrier."""
+    cdef Py_ssize_t c0, c1, offset
+    if packed == NULL:
+        return
+    panels(tm, <floating> 0, K, Nc, &c0, &c1, &offset)
+    if c1 > c0:
+        pack(K, c1 - c0, B + (c0 * ldb if trans else c0), ldb, trans, packed + offset)
+
+
+cdef inline void team_gemm(Team tm, Py_ssize_t N, Py_ssize_t Nc, Py_ssize_t K,
+                           const floating *A, Py_ssize_t lda, const floating *B,
+                           Py_ssize_t ldb, bint trans_b, const floating *packed, bint beta,
+                           floating *C, Py_ssize_t ldc) noexcept nogil:
+    """step_gemm by the whole team: each thread its own column panels (a team of more than
+    one thread always has `packed`); no barrier."""
+    cdef Py_ssize_t c0, c1, offset
+    if tm.nth == 1:
+        step_gemm(N, Nc, K, A, lda, B, ldb, trans_b, packed, beta, C, ldc)
+        return
+    panels(tm, <floating> 0, K, Nc, &c0, &c1, &offset)
+    if c1 > c0:
+        gemm_packed(N, c1 - c0, K, A, lda, packed + offset, beta, C + c0, ldc)
+
+
 cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t0,
                          Py_ssize_t t1, const floating *W, Py_ssize_t GW,
                          floating *P, Py_ssize_t p_step, Py_ssize_t p_row,
@@ -76,6 +140,20 @@ cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t
             # P[:, n] = X[n, t0:t1] @ W
             step_gemm(t1 - t0, GW, D, X + (n * L.ns + t0 * L.ts) * D, L.ts * D, W, GW, False,
                       Wp, 0, P + n * p_row, p_step)
+
+
+cdef inline void project_sequences(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t0,
+                                   Py_ssize_t t1, Py_ssize_t n0, Py_ssize_t n1,
+                                   const floating *W, Py_ssize_t GW, floating *P,
+                                   const floating *Wp) noexcept nogil:
+    """P[(t - t0)*N + n, :GW] = X[row(n, t)] @ W  for t in [t0, t1) and the sequences
+    n0 <= n < n1 only (a thread's share of a chunk), one packed GEMM per sequence (Wp: W
+    packed by the caller), in either layout."""
+    cdef Py_ssize_t n
+    for n in range(n0, n1):
+        # P[:, n] = X[n, t0:t1] @ W
+        step_gemm(t1 - t0, GW, D, X + (n * L.ns + t0 * L.ts) * D, L.ts * D, W, GW, False,
+                  Wp, 0, P + n * GW, L.N * GW)
 
 
 cdef inline Py_ssize_t rev_pos(Layout L, const int64_t *lens, Py_ssize_t n,

@@ -11,7 +11,7 @@ This module checks and allocates; the fused loops are in _lstm.pyx and csrc/.
 """
 import numpy as np
 
-from . import _lstm
+from . import _lstm, threads
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
                       packed_input_weights, packed_weights, reverse_buffers, scratch,
                       states_by_step)
@@ -60,9 +60,11 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
         # h, c are updated in place into h_T, c_T; with reverse the kernel walks the reversed
         # positions of xs and hs itself (no reordered copy: the memory is hs plus O(N*H))
         if not seq.empty:
+            nth = 1 if seq.reverse else threads.for_loop(N, H, 4 * H, Wp)
             _lstm.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                 seq.reverse, Y, chunk_buffer(seq, 4 * H), h, c, Wp,
-                                packed_input_weights(seq), *reverse_buffers(seq))
+                                packed_input_weights(seq, nth > 1), *reverse_buffers(seq),
+                                nth)
         return hs, (h, c), None
     cache = LSTMCache(seq)
     cache.gates = aligned_empty((N * T, 4 * H), dtype)
@@ -71,7 +73,8 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
     if not seq.empty:
         h, c = np.empty_like(h), np.empty_like(c)
         _lstm.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, Y,
-                            cache.gates, cache.h_prev, cache.c_prev, cache.tanh_c, h, c, Wp)
+                            cache.gates, cache.h_prev, cache.c_prev, cache.tanh_c, h, c, Wp,
+                            threads.for_loop(N, H, 4 * H, Wp))
     return seq.order(hs), (h, c), cache
 
 
@@ -95,7 +98,8 @@ def lstm_backward(cache, dhs, dh_T=None, dc_T=None):
     if bw.run:
         c = bw.cache
         dA = scratch((c.N * c.T, 4 * c.H), c.dtype)
+        Wp = packed_weights(c.dtype, c.N, c.T, (4 * c.H, c.H))
         _lstm.backward(c.X, c.Wx, c.Wh, c.gates, c.h_prev, c.c_prev, c.tanh_c, c.lengths,
                        c.N, c.T, c.time_major, bw.dY, bw.has_dy, dh, dc, dA,
-                       bw.dX, bw.dWx, bw.dWh, bw.db, packed_weights(c.dtype, c.N, c.T, (4 * c.H, c.H)))
+                       bw.dX, bw.dWx, bw.dWh, bw.db, Wp, threads.for_loop(c.N, c.H, 4 * c.H, Wp))
     return LSTMGrads(bw.dxs, bw.dWx, bw.dWh, bw.db, dh, dc)

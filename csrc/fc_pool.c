@@ -1,0 +1,161 @@
+/* fc_pool.c: the threads of the recurrent loops (see fastcells.h, "threads").
+ *
+ * One process-wide pool of workers, started on first use and kept, sleeping, between runs. A
+ * run executes task(ctx, tid, nth) on the caller (tid 0) and nth - 1 workers, which meet at
+ * fc_barrier between the phases of each time step. One run at a time: a caller that finds the
+ * pool busy (another Python thread inside a kernel) runs its task alone, with the same result,
+ * since the kernels' results do not depend on the number of threads.
+ *
+ * Waiting: a worker spins briefly for the next run (kernels call back to back) and then sleeps
+ * on a condition variable, so an idle pool takes no CPU from BLAS or the user's threads. In a
+ * barrier, threads spin (a step takes microseconds), yielding the core after a while in case
+ * the machine is oversubscribed. After fork() the child starts with an empty pool.
+ */
+#include "fastcells.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+#define FC_MAX_WORKERS 255
+#define FC_IDLE_SPINS 2000       /* pauses (~0.1 ms) before an idle worker sleeps */
+#define FC_BARRIER_SPINS 20000   /* pauses (~1 ms) in a barrier, then sched_yield */
+
+static inline void fc_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static struct {
+    pthread_mutex_t run_lock; /* held for the whole of a run */
+    pthread_mutex_t lock;     /* with wake: sleeping workers */
+    pthread_cond_t wake;
+    int workers;              /* started */
+    atomic_uint generation;   /* bumped to start a run */
+    atomic_int finished;      /* workers done with the current run */
+    fc_task task;
+    void *ctx;
+    int nth;
+    atomic_int barrier_count;
+    atomic_uint barrier_generation;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+/* The generation each worker waits past first: the pool's at its start (runs only begin, and
+ * the generation only moves, under run_lock, which pool_grow's caller holds). */
+static unsigned start_generation[FC_MAX_WORKERS + 1];
+
+static void pool_after_fork_child(void)
+{
+    /* the workers did not survive the fork: forget them */
+    pthread_mutex_init(&pool.run_lock, NULL);
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pool.workers = 0;
+}
+
+static void pool_init(void)
+{
+    pthread_atfork(NULL, NULL, pool_after_fork_child);
+}
+
+static void *pool_worker(void *arg)
+{
+    int tid = (int)(intptr_t)arg;
+    unsigned seen = start_generation[tid];
+    for (;;) {
+        unsigned g = seen;
+        for (int i = 0; i < FC_IDLE_SPINS; i++) {
+            g = atomic_load_explicit(&pool.generation, memory_order_acquire);
+            if (g != seen)
+                break;
+            fc_pause();
+        }
+        if (g == seen) {
+            pthread_mutex_lock(&pool.lock);
+            while ((g = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen)
+                pthread_cond_wait(&pool.wake, &pool.lock);
+            pthread_mutex_unlock(&pool.lock);
+        }
+        seen = g;
+        if (tid < pool.nth)
+            pool.task(pool.ctx, tid, pool.nth);
+        atomic_fetch_add_explicit(&pool.finished, 1, memory_order_release);
+    }
+    return NULL;
+}
+
+/* Start workers until there are `want`; returns how many there are. */
+static int pool_grow(int want)
+{
+    if (want > FC_MAX_WORKERS)
+        want = FC_MAX_WORKERS;
+    while (pool.workers < want) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        start_generation[pool.workers + 1] =
+            atomic_load_explicit(&pool.generation, memory_order_relaxed);
+        int failed = pthread_create(&thread, &attr, pool_worker,
+                                    (void *)(intptr_t)(pool.workers + 1));
+        pthread_attr_destroy(&attr);
+        if (failed)
+            break;
+        pool.workers++;
+    }
+    return pool.workers;
+}
+
+int fc_parallel(int nth, fc_task task, void *ctx)
+{
+    if (nth > 1) {
+        pthread_once(&pool_once, pool_init);
+        if (pthread_mutex_trylock(&pool.run_lock) == 0) {
+            int workers = pool_grow(nth - 1);
+            if (nth > workers + 1)
+                nth = workers + 1;
+            if (nth > 1) {
+                pool.task = task;
+                pool.ctx = ctx;
+                pool.nth = nth;
+                atomic_store_explicit(&pool.finished, 0, memory_order_relaxed);
+                atomic_store_explicit(&pool.barrier_count, 0, memory_order_relaxed);
+                pthread_mutex_lock(&pool.lock);
+                atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
+                pthread_cond_broadcast(&pool.wake);
+                pthread_mutex_unlock(&pool.lock);
+                task(ctx, 0, nth);
+                while (atomic_load_explicit(&pool.finished, memory_order_acquire) < workers)
+                    fc_pause();
+                pthread_mutex_unlock(&pool.run_lock);
+                return nth;
+            }
+            pthread_mutex_unlock(&pool.run_lock);
+        }
+    }
+    task(ctx, 0, 1);
+    return 1;
+}
+
+void fc_barrier(int nth)
+{
+    if (nth <= 1)
+        return;
+    unsigned g = atomic_load_explicit(&pool.barrier_generation, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&pool.barrier_count, 1, memory_order_acq_rel) == nth - 1) {
+        atomic_store_explicit(&pool.barrier_count, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&pool.barrier_generation, 1, memory_order_release);
+        return;
+    }
+    for (long i = 0; atomic_load_explicit(&pool.barrier_generation, memory_order_acquire) == g;
+         i++) {
+        if (i < FC_BARRIER_SPINS)
+            fc_pause();
+        else
+            sched_yield();
+    }
+}

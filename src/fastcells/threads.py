@@ -1,0 +1,68 @@
+"""How many threads fastcells' recurrent loops use: ``set_num_threads`` / ``get_num_threads``.
+
+The per-step work of a sequence (the recurrent product and the fused pointwise pass) is split
+across threads: the product by column panels, the pointwise pass by sequences, with a barrier
+after each. Every number is computed by one thread in the same order whatever their count, so
+results are bitwise identical for any setting. The default is ``OMP_NUM_THREADS`` when set,
+else the cores this process may run on.
+
+The large one-off products (input projection, weight gradients, dxs) stay with SciPy's BLAS,
+outside the threaded loops, with BLAS's own threads (``OPENBLAS_NUM_THREADS``); fastcells'
+threads never call BLAS, so the two never run at once. A loop stays on one thread when its
+per-step work is too small to pay for the barriers (a batch of one, small H), and when another
+thread of the process is already running a threaded loop (the pool is shared; results are the
+same either way).
+"""
+import operator
+import os
+
+__all__ = ["set_num_threads", "get_num_threads"]
+
+# Below this many multiply-adds of the recurrent product per thread and step, another thread
+# costs more in synchronization (two barriers per step, ~1 µs each) than it saves.
+MIN_WORK_PER_THREAD = 1 << 17
+
+
+def _default_threads():
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if first.isdigit() and int(first) >= 1:
+        return int(first)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_num_threads = _default_threads()
+
+
+def set_num_threads(n):
+    """Use up to ``n`` threads (an integer >= 1) in the recurrent loops from now on."""
+    global _num_threads
+    if isinstance(n, bool):
+        raise TypeError(f"set_num_threads: n must be an integer >= 1, got {n!r}")
+    try:
+        value = operator.index(n)
+    except TypeError:
+        raise TypeError(f"set_num_threads: n must be an integer >= 1, got {n!r}") from None
+    if value < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {value}")
+    _num_threads = value
+
+
+def get_num_threads():
+    """The most threads the recurrent loops use (see ``set_num_threads``)."""
+    return _num_threads
+
+
+def for_loop(N, H, GH, packed):
+    """Threads for a loop whose per-step product is (N x H) @ (H x GH) (backward: its
+    transpose):
+    1 without a packed product (a batch of one or a single step: BLAS's path), else as many as
+    the setting allows while each keeps MIN_WORK_PER_THREAD multiply-adds, a row of the batch
+    and a panel (16 columns) of the narrower side of the product."""
+    if packed.size == 0:
+        return 1
+    work = N * H * GH
+    nth = min(_num_threads, N, max(1, min(H, GH) // 16), max(1, work // MIN_WORK_PER_THREAD))
+    return max(1, nth)

@@ -1,0 +1,138 @@
+"""Threads of the recurrent loops (fastcells.set_num_threads): results bitwise independent of
+the thread count, in every layout and with ragged lengths; the setting's checks and default;
+a busy pool (many Python threads) and fork() after threaded calls."""
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastcells
+from fastcells import threads
+
+from conftest import CELLS, random_lengths
+
+
+@pytest.fixture
+def restore_threads():
+    before = fastcells.get_num_threads()
+    yield
+    fastcells.set_num_threads(before)
+
+
+def _run(cell, p, nth, training, **kw):
+    """Everything a call returns (outputs, final states and, training, every gradient)."""
+    fastcells.set_num_threads(nth)
+    mod = cell.fast()
+    hs, final, cache = cell.forward(mod, p["xs"], p["Wx"], p["Wh"], p["b"], p["states"],
+                                    training=training, **kw)
+    out = [hs, *final]
+    if training:
+        out += list(cell.backward(mod, cache, p["dhs"], p["dfinal"]))
+    return out
+
+
+# N, H large enough that the loops do take several threads (checked below for the LSTM)
+@pytest.mark.parametrize("kw", [{}, {"time_major": True}, {"lengths": True}],
+                         ids=["batch_first", "time_major", "lengths"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "infer"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_do_not_depend_on_threads(cell, kw, training, dtype, restore_threads):
+    rng = np.random.default_rng(7)
+    N, T, D, H = 19, 70, 24, 96
+    p = cell.problem(rng, N, T, D, H, dtype, time_major=kw.get("time_major", False))
+    if kw.get("lengths"):
+        kw = {"lengths": random_lengths(rng, N, T)}
+    one = _run(cell, p, 1, training, **kw)
+    for nth in (2, 3):
+        many = _run(cell, p, nth, training, **kw)
+        for k, (a, b) in enumerate(zip(one, many)):
+            np.testing.assert_array_equal(a, b, err_msg=f"result {k} with {nth} threads")
+    if cell.name == "lstm":  # the shape does run threaded
+        fastcells.set_num_threads(3)
+        assert threads.for_loop(N, H, 4 * H, np.empty(1)) == 3
+
+
+def test_thread_count_follows_the_work(restore_threads):
+    fastcells.set_num_threads(8)
+    packed, none = np.empty(1), np.empty(0)
+    assert threads.for_loop(32, 256, 1024, none) == 1          # no packed product: BLAS path
+    assert threads.for_loop(1, 512, 2048, packed) == 1         # one sequence
+    assert threads.for_loop(16, 16, 64, packed) == 1           # too little work per step
+    assert threads.for_loop(32, 256, 1024, packed) == 8
+    assert threads.for_loop(4, 1024, 4096, packed) == 4        # at most one row each
+    fastcells.set_num_threads(1)
+    assert threads.for_loop(32, 256, 1024, packed) == 1
+
+
+@pytest.mark.parametrize("bad,error", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
+                                       ("2", TypeError), (True, TypeError), (None, TypeError)])
+def test_set_num_threads_checks(bad, error, restore_threads):
+    with pytest.raises(error, match="set_num_threads: n must be"):
+        fastcells.set_num_threads(bad)
+    fastcells.set_num_threads(np.int64(3))
+    assert fastcells.get_num_threads() == 3
+
+
+@pytest.mark.parametrize("env,expected", [("3", 3), ("1", 1), ("2,1", 2), ("", None),
+                                          ("nonsense", None)])
+def test_default_follows_omp_num_threads(env, expected):
+    code = "import os, fastcells; print(fastcells.get_num_threads(), len(os.sched_getaffinity(0)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": env}, check=True).stdout.split()
+    got, cores = int(out[0]), int(out[1])
+    assert got == (expected if expected is not None else cores)
+
+
+def test_many_python_threads_share_the_pool(restore_threads):
+    """Python threads calling threaded loops at once: one gets the pool, the others run alone;
+    every result equals the serial one."""
+    fastcells.set_num_threads(2)
+    rng = np.random.default_rng(3)
+    N, T, D, H = 16, 40, 16, 64
+    xs = rng.standard_normal((8, N, T, D)).astype(np.float32)
+    Wx = (rng.standard_normal((D, 4 * H)) / 4).astype(np.float32)
+    Wh = (rng.standard_normal((H, 4 * H)) / 8).astype(np.float32)
+    b = np.zeros(4 * H, np.float32)
+    serial = [fastcells.lstm_forward(x, Wx, Wh, b, training=False)[0] for x in xs]
+    results = [None] * len(xs)
+
+    def work(i):
+        for _ in range(5):
+            results[i] = fastcells.lstm_forward(xs[i], Wx, Wh, b, training=False)[0]
+
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    for i, (a, b_) in enumerate(zip(serial, results)):
+        np.testing.assert_array_equal(a, b_, err_msg=f"thread {i}")
+
+
+def _child_forward(queue):
+    rng = np.random.default_rng(5)
+    N, T, D, H = 16, 30, 8, 64
+    out = fastcells.lstm_forward(rng.standard_normal((N, T, D)).astype(np.float32),
+                                 rng.standard_normal((D, 4 * H)).astype(np.float32) / 3,
+                                 rng.standard_normal((H, 4 * H)).astype(np.float32) / 8,
+                                 np.zeros(4 * H, np.float32), training=False)[0]
+    queue.put(float(np.abs(out).sum()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_threaded_calls_work_after_fork(restore_threads):
+    """A forked child (multiprocessing's default on Linux) starts with an empty pool and runs
+    threaded loops without hanging, with the parent's result."""
+    fastcells.set_num_threads(2)
+    q = multiprocessing.get_context("fork").Queue()
+    _child_forward(q)  # the parent's pool is running when the child forks
+    expected = q.get(timeout=10)
+    child = multiprocessing.get_context("fork").Process(target=_child_forward, args=(q,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0, "the forked child hung or failed"
+    assert q.get(timeout=10) == expected
