@@ -73,7 +73,8 @@ void fc_lstm_bwd_step_f64(fc_int N, fc_int H, const double *gates, fc_int ld_g,
 /* ---- vanilla RNN: h_t = act(x_t @ Wx + h_{t-1} @ Wh + b) ------------------------------------
  * act is FC_TANH or FC_RELU. Forward: A holds x_t @ Wx + h_{t-1} @ Wh (row ld_A) and is
  * overwritten with h_t = act(A + b) (backward's act' is a function of it: 1 - h² or [h > 0]).
- * Backward: dA = (dh + dy) ⊙ act'(h); dh = 0, to which the caller adds dA @ Whᵀ.
+ * Backward: dA = (dh + dy) ⊙ act'(h); dh = 0, to which the caller adds dA @ Whᵀ (dh: row
+ * stride ld_dh, so that a thread can take a band of columns).
  */
 enum { FC_TANH = 0, FC_RELU = 1 };
 
@@ -84,11 +85,11 @@ void fc_rnn_fwd_step_f64(fc_int N, fc_int H, int act, double *A, fc_int ld_A, co
                          const double *h_prev, fc_int ld_hp, double *h_next, fc_int ld_hn,
                          double *y, fc_int ld_y, const int64_t *lengths, fc_int t);
 void fc_rnn_bwd_step_f32(fc_int N, fc_int H, int act, const float *A, fc_int ld_A,
-                         const float *dy, fc_int ld_dy, float *dh, float *dA, fc_int ld_dA,
-                         const int64_t *lengths, fc_int t);
+                         const float *dy, fc_int ld_dy, float *dh, fc_int ld_dh, float *dA,
+                         fc_int ld_dA, const int64_t *lengths, fc_int t);
 void fc_rnn_bwd_step_f64(fc_int N, fc_int H, int act, const double *A, fc_int ld_A,
-                         const double *dy, fc_int ld_dy, double *dh, double *dA, fc_int ld_dA,
-                         const int64_t *lengths, fc_int t);
+                         const double *dy, fc_int ld_dy, double *dh, fc_int ld_dh,
+                         double *dA, fc_int ld_dA, const int64_t *lengths, fc_int t);
 
 /* ---- GRU, blocks [z, r, h], h_t = z ⊙ h_{t-1} + (1 - z) ⊙ ĥ ----------------------------------
  * reset_after=True, b = [b_input (3H); b_recurrent (3H)]:

@@ -40,11 +40,11 @@ void FC_FN(fc_rnn_fwd_step)(fc_int N, fc_int H, int act, FC_REAL *A, fc_int ld_A
 
 FC_CLONES
 void FC_FN(fc_rnn_bwd_step)(fc_int N, fc_int H, int act, const FC_REAL *A, fc_int ld_A,
-                            const FC_REAL *dy, fc_int ld_dy, FC_REAL *dh, FC_REAL *dA,
-                            fc_int ld_dA, const int64_t *lengths, fc_int t)
+                            const FC_REAL *dy, fc_int ld_dy, FC_REAL *dh, fc_int ld_dh,
+                            FC_REAL *dA, fc_int ld_dA, const int64_t *lengths, fc_int t)
 {
     for (fc_int n = 0; n < N; n++) {
-        FC_REAL *dAn = dA + n * ld_dA, *dhn = dh + n * H;
+        FC_REAL *dAn = dA + n * ld_dA, *dhn = dh + n * ld_dh;
         if (lengths != NULL && t >= lengths[n]) {
             for (fc_int j = 0; j < H; j++)
                 dAn[j] = 0;

@@ -39,11 +39,11 @@ cdef extern from "fastcells.h" nogil:
                              double *h_next, fc_int ld_hn, double *y, fc_int ld_y,
                              const int64_t *lengths, fc_int t)
     void fc_rnn_bwd_step_f32(fc_int N, fc_int H, int act, const float *A, fc_int ld_A,
-                             const float *dy, fc_int ld_dy, float *dh, float *dA, fc_int ld_dA,
-                             const int64_t *lengths, fc_int t)
-    void fc_rnn_bwd_step_f64(fc_int N, fc_int H, int act, const double *A, fc_int ld_A,
-                             const double *dy, fc_int ld_dy, double *dh, double *dA,
+                             const float *dy, fc_int ld_dy, float *dh, fc_int ld_dh, float *dA,
                              fc_int ld_dA, const int64_t *lengths, fc_int t)
+    void fc_rnn_bwd_step_f64(fc_int N, fc_int H, int act, const double *A, fc_int ld_A,
+                             const double *dy, fc_int ld_dy, double *dh, fc_int ld_dh,
+                             double *dA, fc_int ld_dA, const int64_t *lengths, fc_int t)
 
     void fc_gru_fwd_step_f32(fc_int N, fc_int H, float *A, fc_int ld_A, const float *U,
                              const float *b, const float *h_prev, fc_int ld_hp, float *h_next,

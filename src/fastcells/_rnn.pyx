@@ -9,83 +9,221 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blas cimport gemm, pack
+from ._blas cimport gemm, pack, parallel
 from ._fastpath cimport cell_typenum, empty
 from ._csrc cimport fc_rnn_bwd_step_f32, fc_rnn_bwd_step_f64
 from ._csrc cimport fc_rnn_fwd_step_f32, fc_rnn_fwd_step_f64
 from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
-from ._seq cimport project_reversed, scatter_reversed, step_gemm
+from ._seq cimport Team, panels, project_reversed, project_sequences, rows, scatter_reversed
+from ._seq cimport solo, sync, team_gemm, team_pack
 
 cnp.import_array()
 
 
-cdef inline void fwd_step(Py_ssize_t N, Py_ssize_t H, int act, floating *A, Py_ssize_t ld_A,
-                          const floating *b, const floating *h_prev, Py_ssize_t ld_hp,
-                          floating *h_next, Py_ssize_t ld_hn, floating *y, Py_ssize_t ld_y,
+cdef inline void fwd_step(Py_ssize_t N, Py_ssize_t c0, Py_ssize_t c1, int act, floating *A,
+                          Py_ssize_t ld_A, const floating *b, const floating *h_prev,
+                          Py_ssize_t ld_hp, floating *h_next, Py_ssize_t ld_hn, floating *y,
+                          Py_ssize_t ld_y, const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    """The pointwise pass on the columns [c0, c1) of the step (it is elementwise)."""
+    if floating is float:
+        fc_rnn_fwd_step_f32(N, c1 - c0, act, A + c0, ld_A, b + c0, h_prev + c0, ld_hp,
+                            h_next + c0, ld_hn, y + c0, ld_y, lengths, t)
+    else:
+        fc_rnn_fwd_step_f64(N, c1 - c0, act, A + c0, ld_A, b + c0, h_prev + c0, ld_hp,
+                            h_next + c0, ld_hn, y + c0, ld_y, lengths, t)
+
+
+cdef inline void bwd_step(Py_ssize_t N, Py_ssize_t H, Py_ssize_t c0, Py_ssize_t c1, int act,
+                          const floating *A, Py_ssize_t ld_A, const floating *dy,
+                          Py_ssize_t ld_dy, floating *dh, floating *dA, Py_ssize_t ld_dA,
                           const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    """The pointwise pass of backward on the columns [c0, c1) (dh: (N, H))."""
     if floating is float:
-        fc_rnn_fwd_step_f32(N, H, act, A, ld_A, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y,
-                            lengths, t)
+        fc_rnn_bwd_step_f32(N, c1 - c0, act, A + c0, ld_A, dy + c0, ld_dy, dh + c0, H, dA + c0,
+                            ld_dA, lengths, t)
     else:
-        fc_rnn_fwd_step_f64(N, H, act, A, ld_A, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y,
-                            lengths, t)
-
-
-cdef inline void bwd_step(Py_ssize_t N, Py_ssize_t H, int act, const floating *A,
-                          Py_ssize_t ld_A, const floating *dy, Py_ssize_t ld_dy, floating *dh,
-                          floating *dA, Py_ssize_t ld_dA, const int64_t *lengths,
-                          Py_ssize_t t) noexcept nogil:
-    if floating is float:
-        fc_rnn_bwd_step_f32(N, H, act, A, ld_A, dy, ld_dy, dh, dA, ld_dA, lengths, t)
-    else:
-        fc_rnn_bwd_step_f64(N, H, act, A, ld_A, dy, ld_dy, dh, dA, ld_dA, lengths, t)
+        fc_rnn_bwd_step_f64(N, c1 - c0, act, A + c0, ld_A, dy + c0, ld_dy, dh + c0, H, dA + c0,
+                            ld_dA, lengths, t)
 
 
 # ---- the loops ---------------------------------------------------------------------------------
-cdef void train_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
-                     const floating *Wx, const floating *Wh, const floating *b,
-                     const int64_t *lens, int act, floating *Y, floating *a, floating *hp,
-                     floating *hT, floating *wp) noexcept nogil:
-    """Training forward. Hp (hp): step 0 holds h0; only written for T > 1."""
+# On a team (see _seq.pxd), each thread owns the columns (hidden units) of its panels of the
+# per-step product, and the pointwise passes are elementwise: a thread runs its columns' pass
+# right after its product, and one barrier per step suffices in training (two in inference,
+# whose state is overwritten in place).
+cdef struct Steps:  # the arguments of the loops for the threads (void pointers: both dtypes)
+    Layout L
+    Py_ssize_t D, H, Tc
+    int act
+    const void *X
+    const void *Wx
+    const void *wxp
+    const void *Wh
+    const void *b
+    const int64_t *lens
+    void *Y
+    void *A
+    void *hp
+    void *hT
+    void *wp
+    const void *dY
+    bint has_dy
+    void *dh
+    void *P
+    bint dbl
+
+
+cdef void forward_steps(Team tm, Layout L, Py_ssize_t H, int act, const floating *Wh,
+                        const floating *b, const int64_t *lens, floating *Y, floating *a,
+                        floating *hp, floating *hT, floating *wp) noexcept nogil:
+    """Training forward after the input projection (a holds X @ Wx). Hp (hp): step 0 holds
+    h0; only written for T > 1."""
     cdef Py_ssize_t N = L.N, T = L.T
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
     cdef floating *h_next
-    cdef Py_ssize_t t, ld_next
-    if wp != NULL:
-        pack(H, H, Wh, H, False, wp)
-    # A = X @ Wx  (all steps)
-    project(L, X, D, 0, T, Wx, H, a, hs, ldh)
+    cdef Py_ssize_t t, ld_next, c0, c1, offset
+    panels(tm, <floating> 0, H, H, &c0, &c1, &offset)
+    team_pack(tm, H, H, Wh, H, False, wp)
+    sync(tm)
     for t in range(T):
-        # A[t] += h_{t-1} @ Wh
-        step_gemm(N, H, H, hp + t * hs, ldh, Wh, H, False, wp, 1, a + t * hs, ldh)
+        # A[t] += h_{t-1} @ Wh  (this thread's columns)
+        team_gemm(tm, N, H, H, hp + t * hs, ldh, Wh, H, False, wp, 1, a + t * hs, ldh)
         if t + 1 < T:
             h_next, ld_next = hp + (t + 1) * hs, ldh
         else:
             h_next, ld_next = hT, H
-        fwd_step(N, H, act, a + t * hs, ldh, b, hp + t * hs, ldh, h_next, ld_next,
+        fwd_step(N, c0, c1, act, a + t * hs, ldh, b, hp + t * hs, ldh, h_next, ld_next,
                  Y + t * hs, ldh, lens, t)
+        sync(tm)
+
+
+cdef void backward_steps(Team tm, Layout L, Py_ssize_t H, int act, const floating *Wh,
+                         const floating *A, const int64_t *lens, const floating *dY,
+                         bint has_dy, floating *dh, floating *d, floating *wp) noexcept nogil:
+    """Backward through the steps, writing dA (d) and turning dh into dh0."""
+    cdef Py_ssize_t N = L.N, T = L.T
+    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
+    cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
+    cdef Py_ssize_t t, c0, c1, offset
+    panels(tm, <floating> 0, H, H, &c0, &c1, &offset)
+    team_pack(tm, H, H, Wh, H, True, wp)
+    sync(tm)
+    for t in range(T - 1, -1, -1):
+        bwd_step(N, H, c0, c1, act, A + t * hs, ldh, dY + t * dys, ldy, dh, d + t * hs, ldh,
+                 lens, t)
+        sync(tm)
+        # dh_{t-1} += dA_t @ Whᵀ  (this thread's columns: the next pass reads only those)
+        team_gemm(tm, N, H, H, d + t * hs, ldh, Wh, H, True, wp, 1, dh, H)
+
+
+cdef void train_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
+                     const floating *Wx, const floating *Wh, const floating *b,
+                     const int64_t *lens, int act, floating *Y, floating *a, floating *hp,
+                     floating *hT, floating *wp) noexcept nogil:
+    """Training forward on one thread (the one-step cell)."""
+    # A = X @ Wx  (all steps)
+    project(L, X, D, 0, L.T, Wx, H, a, L.ts * H, L.ns * H)
+    forward_steps(solo(), L, H, act, Wh, b, lens, Y, a, hp, hT, wp)
 
 
 cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
                         const floating *Wx, const floating *Wh, const floating *A,
                         const floating *hp, const int64_t *lens, int act, const floating *dY,
                         bint has_dy, floating *dh, floating *d, floating *dX, floating *dWx,
-                        floating *dWh, floating *db, floating *wp) noexcept nogil:
+                        floating *dWh, floating *db, floating *wp, int nth) noexcept nogil:
     cdef Py_ssize_t N = L.N, T = L.T
-    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
-    cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
-    cdef Py_ssize_t t
-    if wp != NULL:
-        pack(H, H, Wh, H, True, wp)
-    for t in range(T - 1, -1, -1):
-        bwd_step(N, H, act, A + t * hs, ldh, dY + t * dys, ldy, dh, d + t * hs, ldh, lens, t)
-        # dh_{t-1} += dA_t @ Whᵀ
-        step_gemm(N, H, H, d + t * hs, ldh, Wh, H, True, wp, 1, dh, H)
+    cdef Steps s
+    if nth > 1:
+        s.L, s.H, s.act, s.Wh, s.A, s.lens = L, H, act, Wh, <void *> A, lens
+        s.dY, s.has_dy, s.dh, s.P, s.wp, s.dbl = dY, has_dy, dh, d, wp, floating is double
+        parallel(nth, backward_task, &s)
+    else:
+        backward_steps(solo(), L, H, act, Wh, A, lens, dY, has_dy, dh, d, wp)
     # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
     gemm(True, False, D, H, N * T, 1, X, D, d, H, 0, dWx, H)
     gemm(True, False, H, H, N * T, 1, hp, H, d, H, 0, dWh, H)
     gemm(False, True, N * T, D, H, 1, d, H, Wx, H, 0, dX, D)
     colsum(N * T, H, d, H, db)
+
+
+cdef void infer_steps(Team tm, Py_ssize_t N, Py_ssize_t H, int act, Py_ssize_t t0,
+                      Py_ssize_t t1, const floating *Wh, const floating *b,
+                      const int64_t *lens, floating *P, floating *h, floating *y,
+                      Py_ssize_t ys, Py_ssize_t ldy, const floating *wp) noexcept nogil:
+    """Inference steps t0 <= t < t1: P holds their input projections ((t1 - t0)*N, H); h
+    (N, H) is updated in place; step t's outputs go to y + t*ys (row stride ldy)."""
+    cdef Py_ssize_t t, c0, c1, offset
+    cdef floating *p
+    panels(tm, <floating> 0, H, H, &c0, &c1, &offset)
+    for t in range(t0, t1):
+        p = P + (t - t0) * N * H
+        # p += h_{t-1} @ Wh; then h is overwritten in place by h_t (after every thread has
+        # read h_{t-1})
+        team_gemm(tm, N, H, H, h, H, Wh, H, False, wp, 1, p, H)
+        sync(tm)
+        fwd_step(N, c0, c1, act, p, H, b, h, H, h, H, y + t * ys, ldy, lens, t)
+        sync(tm)
+
+
+cdef void infer_chunks(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, int act, Py_ssize_t Tc,
+                       const floating *X, const floating *Wx, const floating *wxp,
+                       const floating *Wh, const floating *b, const int64_t *lens,
+                       floating *P, floating *h, floating *Y,
+                       const floating *wp) noexcept nogil:
+    """All of inference on a team (see _lstm.infer_chunks)."""
+    cdef Py_ssize_t N = L.N, T = L.T, chunk, t0, t1, n0, n1
+    rows(tm, N, &n0, &n1)
+    for chunk in range((T + Tc - 1) // Tc):
+        t0 = chunk * Tc
+        t1 = min(T, t0 + Tc)
+        # P[t - t0, n] = X[n, t] @ Wx  for this thread's sequences
+        project_sequences(L, X, D, t0, t1, n0, n1, Wx, H, P, wxp)
+        sync(tm)
+        infer_steps(tm, N, H, act, t0, t1, Wh, b, lens, P, h, Y, L.ts * H, L.ns * H, wp)
+
+
+cdef void forward_task(void *arg, int tid, int nth) noexcept nogil:
+    cdef Steps *s = <Steps *> arg
+    cdef Team tm
+    tm.tid, tm.nth = tid, nth
+    if s.dbl:
+        forward_steps(tm, s.L, s.H, s.act, <const double *> s.Wh, <const double *> s.b, s.lens,
+                      <double *> s.Y, <double *> s.A, <double *> s.hp, <double *> s.hT,
+                      <double *> s.wp)
+    else:
+        forward_steps(tm, s.L, s.H, s.act, <const float *> s.Wh, <const float *> s.b, s.lens,
+                      <float *> s.Y, <float *> s.A, <float *> s.hp, <float *> s.hT,
+                      <float *> s.wp)
+
+
+cdef void backward_task(void *arg, int tid, int nth) noexcept nogil:
+    cdef Steps *s = <Steps *> arg
+    cdef Team tm
+    tm.tid, tm.nth = tid, nth
+    if s.dbl:
+        backward_steps(tm, s.L, s.H, s.act, <const double *> s.Wh, <const double *> s.A,
+                       s.lens, <const double *> s.dY, s.has_dy, <double *> s.dh,
+                       <double *> s.P, <double *> s.wp)
+    else:
+        backward_steps(tm, s.L, s.H, s.act, <const float *> s.Wh, <const float *> s.A,
+                       s.lens, <const float *> s.dY, s.has_dy, <float *> s.dh,
+                       <float *> s.P, <float *> s.wp)
+
+
+cdef void infer_task(void *arg, int tid, int nth) noexcept nogil:
+    cdef Steps *s = <Steps *> arg
+    cdef Team tm
+    tm.tid, tm.nth = tid, nth
+    if s.dbl:
+        infer_chunks(tm, s.L, s.D, s.H, s.act, s.Tc, <const double *> s.X,
+                     <const double *> s.Wx, <const double *> s.wxp, <const double *> s.Wh,
+                     <const double *> s.b, s.lens, <double *> s.P, <double *> s.hT,
+                     <double *> s.Y, <const double *> s.wp)
+    else:
+        infer_chunks(tm, s.L, s.D, s.H, s.act, s.Tc, <const float *> s.X,
+                     <const float *> s.Wx, <const float *> s.wxp, <const float *> s.Wh,
+                     <const float *> s.b, s.lens, <float *> s.P, <float *> s.hT,
+                     <float *> s.Y, <const float *> s.wp)
 
 
 # ---- the sequence API (typed memoryviews) -----------------------------------------------------
@@ -99,12 +237,19 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
                   floating[:, ::1] A,             # out (N*T, H): h_t = act(pre)
                   floating[:, ::1] Hp,            # in/out (N*T, H): h_{t-1}; step 0 holds h0
                   floating[:, ::1] hT,            # out (N, H)
-                  floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
-    cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
+                  floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
+                  int nth=1):                     # threads (more than 1 needs Wp)
+    cdef Layout L = make_layout(N, T, time_major)
+    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
+    cdef Steps s
+    s.L, s.H, s.act, s.Wh, s.b = L, H, act, &Wh[0, 0], &b[0]
+    s.lens = NULL if lengths is None else &lengths[0]
+    s.Y, s.A, s.hp, s.hT = &Y[0, 0], &A[0, 0], &Hp[0, 0], &hT[0, 0]
+    s.wp, s.dbl = packed_or_null(Wp), floating is double
     with nogil:
-        train_loop(make_layout(N, T, time_major), X.shape[1], Wh.shape[0], cptr(X), cptr(Wx),
-                   &Wh[0, 0], &b[0], lens, act, &Y[0, 0], &A[0, 0], &Hp[0, 0], &hT[0, 0],
-                   packed_or_null(Wp))
+        # A = X @ Wx  (all steps)
+        project(L, cptr(X), D, 0, T, cptr(Wx), H, &A[0, 0], L.ts * H, L.ns * H)
+        parallel(nth, forward_task, &s)
 
 
 def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (not reordered)
@@ -117,7 +262,8 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (no
                   floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
                   floating[::1] Wxp,              # work: Wx packed, or empty (see project)
                   floating[:, ::1] Xr,            # work (Tc*N, D) with reverse, else empty
-                  floating[:, ::1] Ys):           # work (N, H) with reverse, else empty
+                  floating[:, ::1] Ys,            # work (N, H) with reverse, else empty
+                  int nth=1):                     # threads (more than 1: Wp, Wxp, no reverse)
     """Inference (see _lstm.forward_infer): h updated in place, Tc steps held; with reverse
     the input rows are gathered through Xr and the outputs scattered from Ys."""
     cdef Layout L = make_layout(N, T, time_major)
@@ -126,35 +272,42 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (no
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
     cdef floating *h = &hT[0, 0]
-    cdef floating *p
     cdef Py_ssize_t chunk, t0, t1, t
     cdef floating *wxp = packed_or_null(Wxp)
     cdef floating *wp = packed_or_null(Wp)
     # step t's outputs: Y + t*hs (row stride ldh), or with reverse the scratch Ys
     cdef floating *y = ptr(Ys) if reverse else &Y[0, 0]
     cdef Py_ssize_t ys = 0 if reverse else hs, ldy = H if reverse else ldh
+    cdef Steps s
+    s.L, s.D, s.H, s.act, s.Tc, s.X, s.Wx, s.wxp = L, D, H, act, Tc, cptr(X), cptr(Wx), wxp
+    s.Wh, s.b, s.lens, s.P, s.hT, s.Y = &Wh[0, 0], &b[0], lens, &P[0, 0], h, &Y[0, 0]
+    s.wp, s.dbl = wp, floating is double
     with nogil:
         if wxp != NULL:
             pack(D, H, &Wx[0, 0], H, False, wxp)
         if wp != NULL:
             pack(H, H, &Wh[0, 0], H, False, wp)
-        for chunk in range((T + Tc - 1) // Tc):
-            t0 = chunk * Tc
-            t1 = min(T, t0 + Tc)
-            if reverse:
-                # P[t - t0] = X[:, rev_pos(:, t)] @ Wx  (gathered through Xr)
-                project_reversed(L, cptr(X), D, lens, t0, t1, cptr(Wx), H, ptr(Xr), &P[0, 0])
-            else:
-                # P[t - t0] = X[:, t] @ Wx  for t0 <= t < t1
-                project(L, cptr(X), D, t0, t1, cptr(Wx), H, &P[0, 0], N * H, H, wxp)
-            for t in range(t0, t1):
-                p = &P[0, 0] + (t - t0) * N * H
-                # p += h_{t-1} @ Wh; then h is overwritten in place by h_t
-                step_gemm(N, H, H, h, H, &Wh[0, 0], H, False, wp, 1, p, H)
-                fwd_step(N, H, act, p, H, &b[0], h, H, h, H, y + t * ys, ldy, lens, t)
+        if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
+            parallel(nth, infer_task, &s)
+        else:
+            for chunk in range((T + Tc - 1) // Tc):
+                t0 = chunk * Tc
+                t1 = min(T, t0 + Tc)
                 if reverse:
-                    # Y[:, rev_pos(:, t)] = Ys
-                    scatter_reversed(L, y, H, lens, t, &Y[0, 0])
+                    # P[t - t0] = X[:, rev_pos(:, t)] @ Wx  (gathered through Xr)
+                    project_reversed(L, cptr(X), D, lens, t0, t1, cptr(Wx), H, ptr(Xr),
+                                     &P[0, 0])
+                else:
+                    # P[t - t0] = X[:, t] @ Wx  for t0 <= t < t1
+                    project(L, cptr(X), D, t0, t1, cptr(Wx), H, &P[0, 0], N * H, H, wxp)
+                if reverse:  # step by step: Y[:, rev_pos(:, t)] = Ys after step t
+                    for t in range(t0, t1):
+                        infer_steps(solo(), N, H, act, t, t + 1, &Wh[0, 0], &b[0], lens,
+                                    &P[0, 0] + (t - t0) * N * H, h, y, 0, H, wp)
+                        scatter_reversed(L, y, H, lens, t, &Y[0, 0])
+                else:
+                    infer_steps(solo(), N, H, act, t0, t1, &Wh[0, 0], &b[0], lens, &P[0, 0],
+                                h, y, ys, ldy, wp)
 
 
 def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
@@ -166,13 +319,14 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating
              floating[:, ::1] dA,                 # out (N*T, H): dL/d(pre-activation)
              floating[:, ::1] dX, floating[:, ::1] dWx, floating[:, ::1] dWh,
              floating[::1] db,
-             floating[::1] Wp):                   # work: Whᵀ packed, or empty (use BLAS)
+             floating[::1] Wp,                    # work: Whᵀ packed, or empty (use BLAS)
+             int nth=1):                          # threads (more than 1 needs Wp)
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
     with nogil:
         backward_loop(make_layout(N, T, time_major), X.shape[1], Wh.shape[0], cptr(X),
                       cptr(Wx), &Wh[0, 0], &A[0, 0], &Hp[0, 0], lens, act, &dY[0, 0], has_dy,
                       &dh[0, 0], &dA[0, 0], ptr(dX), ptr(dWx), &dWh[0, 0], &db[0],
-                      packed_or_null(Wp))
+                      packed_or_null(Wp), nth)
 
 
 # ---- the one-step cell (ndarrays, checked by fastcells.layers.RNN) -----------------------------
@@ -221,10 +375,10 @@ def cell_backward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, 
             backward_loop(L, D, H, <float *> p[0], <float *> p[2], <float *> p[3],
                           <float *> p[4], <float *> p[1], NULL, act, <float *> p[5], True,
                           <float *> p[6], <float *> p[7], <float *> p[8], <float *> p[9],
-                          <float *> p[10], <float *> pdb, NULL)
+                          <float *> p[10], <float *> pdb, NULL, 1)
     else:
         with nogil:
             backward_loop(L, D, H, <double *> p[0], <double *> p[2], <double *> p[3],
                           <double *> p[4], <double *> p[1], NULL, act, <double *> p[5], True,
                           <double *> p[6], <double *> p[7], <double *> p[8], <double *> p[9],
-                          <double *> p[10], <double *> pdb, NULL)
+                          <double *> p[10], <double *> pdb, NULL, 1)

@@ -6,7 +6,7 @@ This module checks and allocates; the fused loops are in _rnn.pyx and csrc/.
 """
 import numpy as np
 
-from . import _rnn
+from . import _rnn, threads
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
                       packed_input_weights, packed_weights, reverse_buffers, scratch,
                       states_by_step)
@@ -66,9 +66,10 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
         # h is updated in place into h_T; with reverse the kernel walks the reversed positions
         # of xs and hs itself (no reordered copy: the memory is hs plus O(N*H))
         if not seq.empty:
+            nth = 1 if seq.reverse else threads.for_loop(N, H, H, Wp)
             _rnn.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                seq.reverse, act, Y, chunk_buffer(seq, H), h, Wp,
-                               packed_input_weights(seq), *reverse_buffers(seq))
+                               packed_input_weights(seq, nth > 1), *reverse_buffers(seq), nth)
         return hs, h, None
     cache = RNNCache(seq)
     cache.act = act
@@ -77,7 +78,7 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
     if not seq.empty:
         h = np.empty_like(h)
         _rnn.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, act,
-                           Y, cache.h_next, cache.h_prev, h, Wp)
+                           Y, cache.h_next, cache.h_prev, h, Wp, threads.for_loop(N, H, H, Wp))
     return seq.order(hs), h, cache
 
 
@@ -93,7 +94,8 @@ def rnn_backward(cache, dhs, dh_T=None):
     if bw.run:
         c = bw.cache
         dA = scratch((c.N * c.T, c.H), c.dtype)
+        Wp = packed_weights(c.dtype, c.N, c.T, (c.H, c.H))
         _rnn.backward(c.X, c.Wx, c.Wh, c.h_next, c.h_prev, c.lengths, c.N, c.T, c.time_major,
-                      c.act, bw.dY, bw.has_dy, dh, dA, bw.dX, bw.dWx, bw.dWh, bw.db,
-                      packed_weights(c.dtype, c.N, c.T, (c.H, c.H)))
+                      c.act, bw.dY, bw.has_dy, dh, dA, bw.dX, bw.dWx, bw.dWh, bw.db, Wp,
+                      threads.for_loop(c.N, c.H, c.H, Wp))
     return RNNGrads(bw.dxs, bw.dWx, bw.dWh, bw.db, dh)
