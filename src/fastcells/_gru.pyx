@@ -16,7 +16,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blas cimport gemm, pack, packed_size
+from ._blas cimport gemm, pack, packed_size, parallel
 from ._fastpath cimport cell_typenum, empty
 from ._csrc cimport fc_gru_bwd_step_f32, fc_gru_bwd_step_f64
 from ._csrc cimport fc_gru_fwd_step_f32, fc_gru_fwd_step_f64
@@ -25,119 +25,163 @@ from ._csrc cimport fc_gru_rb_bwd_out_f32, fc_gru_rb_bwd_out_f64
 from ._csrc cimport fc_gru_rb_fwd_gates_f32, fc_gru_rb_fwd_gates_f64
 from ._csrc cimport fc_gru_rb_fwd_out_f32, fc_gru_rb_fwd_out_f64
 from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
-from ._seq cimport project_reversed, scatter_reversed, step_gemm
+from ._seq cimport Team, project_reversed, project_sequences, rows, scatter_reversed, solo
+from ._seq cimport sync, team_gemm, team_pack
 
 cnp.import_array()
 
 
 # ---- dispatch by dtype to the C passes (contracts in csrc/fastcells.h) ----------------------
-cdef inline void fwd_step(Py_ssize_t N, Py_ssize_t H, floating *A, Py_ssize_t ld_A,
+# Each runs on this thread's rows of the step [n0, n1) (the whole batch on one thread): every
+# row pointer moves by n0 rows (U, dh and drh are contiguous: row strides 3H, H and H).
+cdef inline const int64_t *lens_at(const int64_t *lengths, Py_ssize_t n0) noexcept nogil:
+    return NULL if lengths == NULL else lengths + n0
+
+
+cdef inline void fwd_step(Team tm, Py_ssize_t N, Py_ssize_t H, floating *A, Py_ssize_t ld_A,
                           const floating *U, const floating *b, const floating *h_prev,
                           Py_ssize_t ld_hp, floating *h_next, Py_ssize_t ld_hn, floating *y,
                           Py_ssize_t ld_y, floating *uh, Py_ssize_t ld_uh,
                           const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    cdef Py_ssize_t n0, n1
+    rows(tm, N, &n0, &n1)
+    A, U, h_prev, h_next = A + n0 * ld_A, U + n0 * 3 * H, h_prev + n0 * ld_hp, h_next + n0 * ld_hn
+    y, uh, lengths = y + n0 * ld_y, uh + n0 * ld_uh, lens_at(lengths, n0)
     if floating is float:
-        fc_gru_fwd_step_f32(N, H, A, ld_A, U, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y, uh,
-                            ld_uh, lengths, t)
+        fc_gru_fwd_step_f32(n1 - n0, H, A, ld_A, U, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y,
+                            uh, ld_uh, lengths, t)
     else:
-        fc_gru_fwd_step_f64(N, H, A, ld_A, U, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y, uh,
-                            ld_uh, lengths, t)
+        fc_gru_fwd_step_f64(n1 - n0, H, A, ld_A, U, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y,
+                            uh, ld_uh, lengths, t)
 
 
-cdef inline void bwd_step(Py_ssize_t N, Py_ssize_t H, const floating *G, Py_ssize_t ld_G,
-                          const floating *uh, Py_ssize_t ld_uh, const floating *h_prev,
-                          Py_ssize_t ld_hp, const floating *dy, Py_ssize_t ld_dy, floating *dh,
-                          floating *dA, floating *dU, Py_ssize_t ld_d, const int64_t *lengths,
-                          Py_ssize_t t) noexcept nogil:
+cdef inline void bwd_step(Team tm, Py_ssize_t N, Py_ssize_t H, const floating *G,
+                          Py_ssize_t ld_G, const floating *uh, Py_ssize_t ld_uh,
+                          const floating *h_prev, Py_ssize_t ld_hp, const floating *dy,
+                          Py_ssize_t ld_dy, floating *dh, floating *dA, floating *dU,
+                          Py_ssize_t ld_d, const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    cdef Py_ssize_t n0, n1
+    rows(tm, N, &n0, &n1)
+    G, uh, h_prev, dy = G + n0 * ld_G, uh + n0 * ld_uh, h_prev + n0 * ld_hp, dy + n0 * ld_dy
+    dh, dA, dU, lengths = dh + n0 * H, dA + n0 * ld_d, dU + n0 * ld_d, lens_at(lengths, n0)
     if floating is float:
-        fc_gru_bwd_step_f32(N, H, G, ld_G, uh, ld_uh, h_prev, ld_hp, dy, ld_dy, dh, dA, dU,
-                            ld_d, lengths, t)
+        fc_gru_bwd_step_f32(n1 - n0, H, G, ld_G, uh, ld_uh, h_prev, ld_hp, dy, ld_dy, dh, dA,
+                            dU, ld_d, lengths, t)
     else:
-        fc_gru_bwd_step_f64(N, H, G, ld_G, uh, ld_uh, h_prev, ld_hp, dy, ld_dy, dh, dA, dU,
-                            ld_d, lengths, t)
+        fc_gru_bwd_step_f64(n1 - n0, H, G, ld_G, uh, ld_uh, h_prev, ld_hp, dy, ld_dy, dh, dA,
+                            dU, ld_d, lengths, t)
 
 
-cdef inline void rb_fwd_gates(Py_ssize_t N, Py_ssize_t H, floating *A, Py_ssize_t ld_A,
-                              const floating *b, const floating *h_prev, Py_ssize_t ld_hp,
-                              floating *rh, Py_ssize_t ld_rh, const int64_t *lengths,
-                              Py_ssize_t t) noexcept nogil:
+cdef inline void rb_fwd_gates(Team tm, Py_ssize_t N, Py_ssize_t H, floating *A,
+                              Py_ssize_t ld_A, const floating *b, const floating *h_prev,
+                              Py_ssize_t ld_hp, floating *rh, Py_ssize_t ld_rh,
+                              const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    cdef Py_ssize_t n0, n1
+    rows(tm, N, &n0, &n1)
+    A, h_prev, rh = A + n0 * ld_A, h_prev + n0 * ld_hp, rh + n0 * ld_rh
+    lengths = lens_at(lengths, n0)
     if floating is float:
-        fc_gru_rb_fwd_gates_f32(N, H, A, ld_A, b, h_prev, ld_hp, rh, ld_rh, lengths, t)
+        fc_gru_rb_fwd_gates_f32(n1 - n0, H, A, ld_A, b, h_prev, ld_hp, rh, ld_rh, lengths, t)
     else:
-        fc_gru_rb_fwd_gates_f64(N, H, A, ld_A, b, h_prev, ld_hp, rh, ld_rh, lengths, t)
+        fc_gru_rb_fwd_gates_f64(n1 - n0, H, A, ld_A, b, h_prev, ld_hp, rh, ld_rh, lengths, t)
 
 
-cdef inline void rb_fwd_out(Py_ssize_t N, Py_ssize_t H, floating *A, Py_ssize_t ld_A,
+cdef inline void rb_fwd_out(Team tm, Py_ssize_t N, Py_ssize_t H, floating *A, Py_ssize_t ld_A,
                             const floating *b, const floating *h_prev, Py_ssize_t ld_hp,
                             floating *h_next, Py_ssize_t ld_hn, floating *y, Py_ssize_t ld_y,
                             const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+    cdef Py_ssize_t n0, n1
+    rows(tm, N, &n0, &n1)
+    A, h_prev, h_next, y = A + n0 * ld_A, h_prev + n0 * ld_hp, h_next + n0 * ld_hn, y + n0 * ld_y
+    lengths = lens_at(lengths, n0)
     if floating is float:
-        fc_gru_rb_fwd_out_f32(N, H, A, ld_A, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y,
+        fc_gru_rb_fwd_out_f32(n1 - n0, H, A, ld_A, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y,
                               lengths, t)
     else:
-        fc_gru_rb_fwd_out_f64(N, H, A, ld_A, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y,
+        fc_gru_rb_fwd_out_f64(n1 - n0, H, A, ld_A, b, h_prev, ld_hp, h_next, ld_hn, y, ld_y,
                               lengths, t)
 
 
-cdef inline void rb_bwd_out(Py_ssize_t N, Py_ssize_t H, const floating *G, Py_ssize_t ld_G,
-                            const floating *h_prev, Py_ssize_t ld_hp, const floating *dy,
-                            Py_ssize_t ld_dy, floating *dh, floating *dA, Py_ssize_t ld_dA,
-                            const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+cdef inline void rb_bwd_out(Team tm, Py_ssize_t N, Py_ssize_t H, const floating *G,
+                            Py_ssize_t ld_G, const floating *h_prev, Py_ssize_t ld_hp,
+                            const floating *dy, Py_ssize_t ld_dy, floating *dh, floating *dA,
+                            Py_ssize_t ld_dA, const int64_t *lengths,
+                            Py_ssize_t t) noexcept nogil:
+    cdef Py_ssize_t n0, n1
+    rows(tm, N, &n0, &n1)
+    G, h_prev, dy, dh = G + n0 * ld_G, h_prev + n0 * ld_hp, dy + n0 * ld_dy, dh + n0 * H
+    dA, lengths = dA + n0 * ld_dA, lens_at(lengths, n0)
     if floating is float:
-        fc_gru_rb_bwd_out_f32(N, H, G, ld_G, h_prev, ld_hp, dy, ld_dy, dh, dA, ld_dA,
+        fc_gru_rb_bwd_out_f32(n1 - n0, H, G, ld_G, h_prev, ld_hp, dy, ld_dy, dh, dA, ld_dA,
                               lengths, t)
     else:
-        fc_gru_rb_bwd_out_f64(N, H, G, ld_G, h_prev, ld_hp, dy, ld_dy, dh, dA, ld_dA,
+        fc_gru_rb_bwd_out_f64(n1 - n0, H, G, ld_G, h_prev, ld_hp, dy, ld_dy, dh, dA, ld_dA,
                               lengths, t)
 
 
-cdef inline void rb_bwd_gates(Py_ssize_t N, Py_ssize_t H, const floating *G, Py_ssize_t ld_G,
-                              const floating *h_prev, Py_ssize_t ld_hp, const floating *drh,
-                              floating *dh, floating *dA, Py_ssize_t ld_dA,
-                              const int64_t *lengths, Py_ssize_t t) noexcept nogil:
+cdef inline void rb_bwd_gates(Team tm, Py_ssize_t N, Py_ssize_t H, const floating *G,
+                              Py_ssize_t ld_G, const floating *h_prev, Py_ssize_t ld_hp,
+                              const floating *drh, floating *dh, floating *dA,
+                              Py_ssize_t ld_dA, const int64_t *lengths,
+                              Py_ssize_t t) noexcept nogil:
+    cdef Py_ssize_t n0, n1
+    rows(tm, N, &n0, &n1)
+    G, h_prev, drh, dh = G + n0 * ld_G, h_prev + n0 * ld_hp, drh + n0 * H, dh + n0 * H
+    dA, lengths = dA + n0 * ld_dA, lens_at(lengths, n0)
     if floating is float:
-        fc_gru_rb_bwd_gates_f32(N, H, G, ld_G, h_prev, ld_hp, drh, dh, dA, ld_dA, lengths, t)
+        fc_gru_rb_bwd_gates_f32(n1 - n0, H, G, ld_G, h_prev, ld_hp, drh, dh, dA, ld_dA,
+                                lengths, t)
     else:
-        fc_gru_rb_bwd_gates_f64(N, H, G, ld_G, h_prev, ld_hp, drh, dh, dA, ld_dA, lengths, t)
+        fc_gru_rb_bwd_gates_f64(n1 - n0, H, G, ld_G, h_prev, ld_hp, drh, dh, dA, ld_dA,
+                                lengths, t)
 
 
 # ---- one step of each variant, shared by training and inference -----------------------------
-cdef inline void step_after(Py_ssize_t N, Py_ssize_t H, floating *g, Py_ssize_t ldg,
+# On a team (see _seq.pxd): products split by column panels, pointwise passes by rows, a
+# barrier after each (an in-place state is read whole by a product before any row of it is
+# overwritten).
+cdef inline void step_after(Team tm, Py_ssize_t N, Py_ssize_t H, floating *g, Py_ssize_t ldg,
                             const floating *Wh, const floating *wp, floating *U,
                             const floating *b,
                             const floating *hp, Py_ssize_t ld_hp, floating *hn, Py_ssize_t ld_hn,
                             floating *y, Py_ssize_t ld_y, floating *uh, Py_ssize_t ld_uh,
                             const int64_t *lens, Py_ssize_t t) noexcept nogil:
     # U = h_{t-1} @ Wh
-    step_gemm(N, 3 * H, H, hp, ld_hp, Wh, 3 * H, False, wp, 0, U, 3 * H)
-    fwd_step(N, H, g, ldg, U, b, hp, ld_hp, hn, ld_hn, y, ld_y, uh, ld_uh, lens, t)
+    team_gemm(tm, N, 3 * H, H, hp, ld_hp, Wh, 3 * H, False, wp, 0, U, 3 * H)
+    sync(tm)
+    fwd_step(tm, N, H, g, ldg, U, b, hp, ld_hp, hn, ld_hn, y, ld_y, uh, ld_uh, lens, t)
+    sync(tm)
 
 
-cdef inline void step_before(Py_ssize_t N, Py_ssize_t H, floating *g, Py_ssize_t ldg,
+cdef inline void step_before(Team tm, Py_ssize_t N, Py_ssize_t H, floating *g, Py_ssize_t ldg,
                              const floating *Wh, const floating *wp_zr, const floating *wp_h,
                              const floating *b, const floating *hp,
                              Py_ssize_t ld_hp, floating *hn, Py_ssize_t ld_hn, floating *y,
                              Py_ssize_t ld_y, floating *rh, Py_ssize_t ld_rh,
                              const int64_t *lens, Py_ssize_t t) noexcept nogil:
     # g[:, :2H] += h_{t-1} @ Wh[:, :2H]
-    step_gemm(N, 2 * H, H, hp, ld_hp, Wh, 3 * H, False, wp_zr, 1, g, ldg)
-    rb_fwd_gates(N, H, g, ldg, b, hp, ld_hp, rh, ld_rh, lens, t)
+    team_gemm(tm, N, 2 * H, H, hp, ld_hp, Wh, 3 * H, False, wp_zr, 1, g, ldg)
+    sync(tm)
+    rb_fwd_gates(tm, N, H, g, ldg, b, hp, ld_hp, rh, ld_rh, lens, t)
+    sync(tm)
     # g[:, 2H:] += (r ⊙ h_{t-1}) @ Wh[:, 2H:]
-    step_gemm(N, H, H, rh, ld_rh, Wh + 2 * H, 3 * H, False, wp_h, 1, g + 2 * H, ldg)
-    rb_fwd_out(N, H, g, ldg, b, hp, ld_hp, hn, ld_hn, y, ld_y, lens, t)
+    team_gemm(tm, N, H, H, rh, ld_rh, Wh + 2 * H, 3 * H, False, wp_h, 1, g + 2 * H, ldg)
+    sync(tm)
+    rb_fwd_out(tm, N, H, g, ldg, b, hp, ld_hp, hn, ld_hn, y, ld_y, lens, t)
+    sync(tm)
 
 
-cdef inline void pack_forward(Py_ssize_t H, const floating *Wh, bint reset_after,
+cdef inline void pack_forward(Team tm, Py_ssize_t H, const floating *Wh, bint reset_after,
                               floating *wp) noexcept nogil:
     """Pack Wh (reset_after) or its column blocks Wh[:, :2H] and Wh[:, 2H:] (reset-before:
-    one after the other) for the per-step products; nothing when wp is NULL."""
+    one after the other) for the per-step products; nothing when wp is NULL. No barrier."""
     if wp == NULL:
         return
     if reset_after:
-        pack(H, 3 * H, Wh, 3 * H, False, wp)
+        team_pack(tm, H, 3 * H, Wh, 3 * H, False, wp)
     else:
-        pack(H, 2 * H, Wh, 3 * H, False, wp)
-        pack(H, H, Wh + 2 * H, 3 * H, False, wp + packed_size(<floating> 0, H, 2 * H))
+        team_pack(tm, H, 2 * H, Wh, 3 * H, False, wp)
+        team_pack(tm, H, H, Wh + 2 * H, 3 * H, False, wp + packed_size(<floating> 0, H, 2 * H))
 
 
 cdef inline const floating *second(const floating *wp, Py_ssize_t offset) noexcept nogil:
@@ -145,42 +189,65 @@ cdef inline const floating *second(const floating *wp, Py_ssize_t offset) noexce
 
 
 # ---- the loops ---------------------------------------------------------------------------------
-cdef void train_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
-                     const floating *Wx, const floating *Wh, const floating *b,
-                     const int64_t *lens, bint reset_after, floating *Y, floating *g,
-                     floating *s, floating *hp, floating *U, floating *hT,
-                     floating *wp) noexcept nogil:
-    """Training forward. Hp (hp): step 0 holds h0; only written for T > 1."""
+cdef struct Steps:  # the arguments of the loops for the threads (void pointers: both dtypes)
+    Layout L
+    Py_ssize_t D, H, Tc, ld_s
+    bint reset_after
+    const void *X
+    const void *Wx
+    const void *wxp
+    const void *Wh
+    const void *b
+    const int64_t *lens
+    void *Y
+    void *g
+    void *s
+    void *hp
+    void *U
+    void *hT
+    void *wp
+    const void *dY
+    bint has_dy
+    void *dh
+    void *d
+    void *w2
+    bint dbl
+
+
+cdef void forward_steps(Team tm, Layout L, Py_ssize_t H, const floating *Wh,
+                        const floating *b, const int64_t *lens, bint reset_after, floating *Y,
+                        floating *g, floating *s, floating *hp, floating *U, floating *hT,
+                        floating *wp) noexcept nogil:
+    """Training forward after the input projection (g holds X @ Wx). Hp (hp): step 0 holds
+    h0; only written for T > 1."""
     cdef Py_ssize_t N = L.N, T = L.T, G3 = 3 * H
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
     cdef Py_ssize_t gs = L.ts * G3, ldg = L.ns * G3
     cdef const floating *wp_h = second(wp, packed_size(<floating> 0, H, 2 * H))
     cdef floating *h_next
     cdef Py_ssize_t t, ld_next
-    pack_forward(H, Wh, reset_after, wp)
-    # G = X @ Wx  (all steps)
-    project(L, X, D, 0, T, Wx, G3, g, gs, ldg)
+    pack_forward(tm, H, Wh, reset_after, wp)
+    sync(tm)
     for t in range(T):
         if t + 1 < T:
             h_next, ld_next = hp + (t + 1) * hs, ldh
         else:
             h_next, ld_next = hT, H
         if reset_after:
-            step_after(N, H, g + t * gs, ldg, Wh, wp, U, b, hp + t * hs, ldh, h_next, ld_next,
-                       Y + t * hs, ldh, s + t * hs, ldh, lens, t)
+            step_after(tm, N, H, g + t * gs, ldg, Wh, wp, U, b, hp + t * hs, ldh, h_next,
+                       ld_next, Y + t * hs, ldh, s + t * hs, ldh, lens, t)
         else:
-            step_before(N, H, g + t * gs, ldg, Wh, wp, wp_h, b, hp + t * hs, ldh, h_next,
+            step_before(tm, N, H, g + t * gs, ldg, Wh, wp, wp_h, b, hp + t * hs, ldh, h_next,
                         ld_next, Y + t * hs, ldh, s + t * hs, ldh, lens, t)
 
 
-cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
-                        const floating *Wx, const floating *w, const floating *G,
-                        const floating *s, const floating *hp, const int64_t *lens,
-                        bint reset_after, const floating *dY, bint has_dy, floating *dhp,
-                        floating *d, floating *w2, floating *dX, floating *dWx, floating *dWh,
-                        floating *db, floating *wp) noexcept nogil:
-    """w2: dU (N*T, 3H) when reset_after, else one step's drh (N, H)."""
-    cdef Py_ssize_t N = L.N, T = L.T, G3 = 3 * H, NT = N * T
+cdef void backward_steps(Team tm, Layout L, Py_ssize_t H, const floating *w,
+                         const floating *G, const floating *s, const floating *hp,
+                         const int64_t *lens, bint reset_after, const floating *dY,
+                         bint has_dy, floating *dhp, floating *d, floating *w2,
+                         floating *wp) noexcept nogil:
+    """Backward through the steps: d (dA), w2 (dU, or one step's drh) and dh into dh0."""
+    cdef Py_ssize_t N = L.N, T = L.T, G3 = 3 * H
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
     cdef Py_ssize_t gs = L.ts * G3, ldg = L.ns * G3
     cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
@@ -188,25 +255,62 @@ cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
     # packed: Whᵀ (reset_after); Wh[:, 2H:]ᵀ then Wh[:, :2H]ᵀ (reset-before)
     cdef floating *wp_zr = <floating *> second(wp, packed_size(<floating> 0, H, H))
     if wp != NULL and reset_after:
-        pack(G3, H, w, G3, True, wp)
+        team_pack(tm, G3, H, w, G3, True, wp)
     elif wp != NULL:
-        pack(H, H, w + 2 * H, G3, True, wp)
-        pack(2 * H, H, w, G3, True, wp_zr)
+        team_pack(tm, H, H, w + 2 * H, G3, True, wp)
+        team_pack(tm, 2 * H, H, w, G3, True, wp_zr)
+    sync(tm)
     for t in range(T - 1, -1, -1):
         if reset_after:
-            bwd_step(N, H, G + t * gs, ldg, s + t * hs, ldh, hp + t * hs, ldh, dY + t * dys, ldy,
-                     dhp, d + t * gs, w2 + t * gs, ldg, lens, t)
+            bwd_step(tm, N, H, G + t * gs, ldg, s + t * hs, ldh, hp + t * hs, ldh,
+                     dY + t * dys, ldy, dhp, d + t * gs, w2 + t * gs, ldg, lens, t)
+            sync(tm)
             # dh_{t-1} += dU_t @ Whᵀ
-            step_gemm(N, H, G3, w2 + t * gs, ldg, w, G3, True, wp, 1, dhp, H)
+            team_gemm(tm, N, H, G3, w2 + t * gs, ldg, w, G3, True, wp, 1, dhp, H)
+            sync(tm)
         else:
-            rb_bwd_out(N, H, G + t * gs, ldg, hp + t * hs, ldh, dY + t * dys, ldy, dhp,
+            rb_bwd_out(tm, N, H, G + t * gs, ldg, hp + t * hs, ldh, dY + t * dys, ldy, dhp,
                        d + t * gs, ldg, lens, t)
+            sync(tm)
             # drh = dA_h @ Wh[:, 2H:]ᵀ
-            step_gemm(N, H, H, d + t * gs + 2 * H, ldg, w + 2 * H, G3, True, wp, 0, w2, H)
-            rb_bwd_gates(N, H, G + t * gs, ldg, hp + t * hs, ldh, w2, dhp, d + t * gs, ldg,
-                         lens, t)
+            team_gemm(tm, N, H, H, d + t * gs + 2 * H, ldg, w + 2 * H, G3, True, wp, 0, w2, H)
+            sync(tm)
+            rb_bwd_gates(tm, N, H, G + t * gs, ldg, hp + t * hs, ldh, w2, dhp, d + t * gs,
+                         ldg, lens, t)
+            sync(tm)
             # dh_{t-1} += dA_zr @ Wh[:, :2H]ᵀ
-            step_gemm(N, H, 2 * H, d + t * gs, ldg, w, G3, True, wp_zr, 1, dhp, H)
+            team_gemm(tm, N, H, 2 * H, d + t * gs, ldg, w, G3, True, wp_zr, 1, dhp, H)
+            sync(tm)
+
+
+cdef void train_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
+                     const floating *Wx, const floating *Wh, const floating *b,
+                     const int64_t *lens, bint reset_after, floating *Y, floating *g,
+                     floating *s, floating *hp, floating *U, floating *hT,
+                     floating *wp) noexcept nogil:
+    """Training forward on one thread (the one-step cell)."""
+    # G = X @ Wx  (all steps)
+    project(L, X, D, 0, L.T, Wx, 3 * H, g, L.ts * 3 * H, L.ns * 3 * H)
+    forward_steps(solo(), L, H, Wh, b, lens, reset_after, Y, g, s, hp, U, hT, wp)
+
+
+cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
+                        const floating *Wx, const floating *w, const floating *G,
+                        const floating *s, const floating *hp, const int64_t *lens,
+                        bint reset_after, const floating *dY, bint has_dy, floating *dhp,
+                        floating *d, floating *w2, floating *dX, floating *dWx, floating *dWh,
+                        floating *db, floating *wp, int nth) noexcept nogil:
+    """w2: dU (N*T, 3H) when reset_after, else one step's drh (N, H)."""
+    cdef Py_ssize_t N = L.N, T = L.T, G3 = 3 * H, NT = N * T
+    cdef Steps a
+    if nth > 1:
+        a.L, a.H, a.Wh, a.g, a.s, a.hp = L, H, w, <void *> G, <void *> s, <void *> hp
+        a.lens, a.reset_after, a.dY, a.has_dy, a.dh = lens, reset_after, dY, has_dy, dhp
+        a.d, a.w2, a.wp, a.dbl = d, w2, wp, floating is double
+        parallel(nth, backward_task, &a)
+    else:
+        backward_steps(solo(), L, H, w, G, s, hp, lens, reset_after, dY, has_dy, dhp, d, w2,
+                       wp)
     # dWx = Xᵀ @ dA;  dX = dA @ Wxᵀ;  db (input side) = dA.sum(0)
     gemm(True, False, D, G3, NT, 1, X, D, d, G3, 0, dWx, G3)
     gemm(False, True, NT, D, G3, 1, d, G3, Wx, G3, 0, dX, D)
@@ -219,6 +323,91 @@ cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
         # dWh[:, :2H] = Hpᵀ @ dA[:, :2H];  dWh[:, 2H:] = RHᵀ @ dA[:, 2H:]
         gemm(True, False, H, 2 * H, NT, 1, hp, H, d, G3, 0, dWh, G3)
         gemm(True, False, H, H, NT, 1, s, H, d + 2 * H, G3, 0, dWh + 2 * H, G3)
+
+
+cdef void infer_steps(Team tm, Py_ssize_t N, Py_ssize_t H, Py_ssize_t t0, Py_ssize_t t1,
+                      bint reset_after, const floating *Wh, const floating *wp,
+                      const floating *b, const int64_t *lens, floating *P, floating *U,
+                      floating *S, Py_ssize_t ld_s, floating *h, floating *y, Py_ssize_t ys,
+                      Py_ssize_t ldy) noexcept nogil:
+    """Inference steps t0 <= t < t1: P holds their input projections ((t1 - t0)*N, 3H); h
+    (N, H) is overwritten in place by h_t (every read of h_{t-1} precedes its write); step
+    t's outputs go to y + t*ys (row stride ldy). S: uh scratch, or rh (row stride ld_s)."""
+    cdef Py_ssize_t G3 = 3 * H, t
+    cdef const floating *wp_h = second(wp, packed_size(<floating> 0, H, 2 * H))
+    cdef floating *p
+    for t in range(t0, t1):
+        p = P + (t - t0) * N * G3
+        if reset_after:
+            step_after(tm, N, H, p, G3, Wh, wp, U, b, h, H, h, H, y + t * ys, ldy, S, ld_s,
+                       lens, t)
+        else:
+            step_before(tm, N, H, p, G3, Wh, wp, wp_h, b, h, H, h, H, y + t * ys, ldy, S,
+                        ld_s, lens, t)
+
+
+cdef void infer_chunks(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc,
+                       bint reset_after, const floating *X, const floating *Wx,
+                       const floating *wxp, const floating *Wh, const floating *wp,
+                       const floating *b, const int64_t *lens, floating *P, floating *U,
+                       floating *S, Py_ssize_t ld_s, floating *h, floating *Y) noexcept nogil:
+    """All of inference on a team (see _lstm.infer_chunks)."""
+    cdef Py_ssize_t N = L.N, T = L.T, chunk, t0, t1, n0, n1
+    rows(tm, N, &n0, &n1)
+    for chunk in range((T + Tc - 1) // Tc):
+        t0 = chunk * Tc
+        t1 = min(T, t0 + Tc)
+        # P[t - t0, n] = X[n, t] @ Wx  for this thread's sequences
+        project_sequences(L, X, D, t0, t1, n0, n1, Wx, 3 * H, P, wxp)
+        sync(tm)
+        infer_steps(tm, N, H, t0, t1, reset_after, Wh, wp, b, lens, P, U, S, ld_s, h, Y,
+                    L.ts * H, L.ns * H)
+
+
+cdef void forward_task(void *arg, int tid, int nth) noexcept nogil:
+    cdef Steps *a = <Steps *> arg
+    cdef Team tm
+    tm.tid, tm.nth = tid, nth
+    if a.dbl:
+        forward_steps(tm, a.L, a.H, <const double *> a.Wh, <const double *> a.b, a.lens,
+                      a.reset_after, <double *> a.Y, <double *> a.g, <double *> a.s,
+                      <double *> a.hp, <double *> a.U, <double *> a.hT, <double *> a.wp)
+    else:
+        forward_steps(tm, a.L, a.H, <const float *> a.Wh, <const float *> a.b, a.lens,
+                      a.reset_after, <float *> a.Y, <float *> a.g, <float *> a.s,
+                      <float *> a.hp, <float *> a.U, <float *> a.hT, <float *> a.wp)
+
+
+cdef void backward_task(void *arg, int tid, int nth) noexcept nogil:
+    cdef Steps *a = <Steps *> arg
+    cdef Team tm
+    tm.tid, tm.nth = tid, nth
+    if a.dbl:
+        backward_steps(tm, a.L, a.H, <const double *> a.Wh, <const double *> a.g,
+                       <const double *> a.s, <const double *> a.hp, a.lens, a.reset_after,
+                       <const double *> a.dY, a.has_dy, <double *> a.dh, <double *> a.d,
+                       <double *> a.w2, <double *> a.wp)
+    else:
+        backward_steps(tm, a.L, a.H, <const float *> a.Wh, <const float *> a.g,
+                       <const float *> a.s, <const float *> a.hp, a.lens, a.reset_after,
+                       <const float *> a.dY, a.has_dy, <float *> a.dh, <float *> a.d,
+                       <float *> a.w2, <float *> a.wp)
+
+
+cdef void infer_task(void *arg, int tid, int nth) noexcept nogil:
+    cdef Steps *a = <Steps *> arg
+    cdef Team tm
+    tm.tid, tm.nth = tid, nth
+    if a.dbl:
+        infer_chunks(tm, a.L, a.D, a.H, a.Tc, a.reset_after, <const double *> a.X,
+                     <const double *> a.Wx, <const double *> a.wxp, <const double *> a.Wh,
+                     <const double *> a.wp, <const double *> a.b, a.lens, <double *> a.g,
+                     <double *> a.U, <double *> a.s, a.ld_s, <double *> a.hT, <double *> a.Y)
+    else:
+        infer_chunks(tm, a.L, a.D, a.H, a.Tc, a.reset_after, <const float *> a.X,
+                     <const float *> a.Wx, <const float *> a.wxp, <const float *> a.Wh,
+                     <const float *> a.wp, <const float *> a.b, a.lens, <float *> a.g,
+                     <float *> a.U, <float *> a.s, a.ld_s, <float *> a.hT, <float *> a.Y)
 
 
 # ---- the sequence API (typed memoryviews) -----------------------------------------------------
@@ -234,12 +423,19 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
                   floating[:, ::1] Hp,            # in/out (N*T, H): h_{t-1}; step 0 holds h0
                   floating[:, ::1] U,             # work (N, 3H) (reset_after only)
                   floating[:, ::1] hT,            # out (N, H)
-                  floating[::1] Wp):              # work: Wh packed, or empty (use BLAS)
-    cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
+                  floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
+                  int nth=1):                     # threads (more than 1 needs Wp)
+    cdef Layout L = make_layout(N, T, time_major)
+    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
+    cdef Steps a
+    a.L, a.H, a.Wh, a.b, a.reset_after = L, H, &Wh[0, 0], &b[0], reset_after
+    a.lens = NULL if lengths is None else &lengths[0]
+    a.Y, a.g, a.s, a.hp, a.U, a.hT = &Y[0, 0], &G[0, 0], &S[0, 0], &Hp[0, 0], &U[0, 0], &hT[0, 0]
+    a.wp, a.dbl = packed_or_null(Wp), floating is double
     with nogil:
-        train_loop(make_layout(N, T, time_major), X.shape[1], Wh.shape[0], cptr(X), cptr(Wx),
-                   &Wh[0, 0], &b[0], lens, reset_after, &Y[0, 0], &G[0, 0], &S[0, 0],
-                   &Hp[0, 0], &U[0, 0], &hT[0, 0], packed_or_null(Wp))
+        # G = X @ Wx  (all steps)
+        project(L, cptr(X), D, 0, T, cptr(Wx), 3 * H, &G[0, 0], L.ts * 3 * H, L.ns * 3 * H)
+        parallel(nth, forward_task, &a)
 
 
 def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (not reordered)
@@ -248,13 +444,14 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (no
                   Py_ssize_t T, bint time_major, bint reverse, bint reset_after,
                   floating[:, ::1] Y,             # out (N*T, H): hs
                   floating[:, ::1] P,             # work (Tc*N, 3H): gates of Tc steps
-                  floating[:, ::1] S,             # work (1, H) uh scratch, or (N, H) rh
+                  floating[:, ::1] S,             # work (N, H): uh scratch, or rh
                   floating[:, ::1] U,             # work (N, 3H) (reset_after only)
                   floating[:, ::1] hT,            # in h0, out h_T (N, H), updated in place
                   floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
                   floating[::1] Wxp,              # work: Wx packed, or empty (see project)
                   floating[:, ::1] Xr,            # work (Tc*N, D) with reverse, else empty
-                  floating[:, ::1] Ys):           # work (N, H) with reverse, else empty
+                  floating[:, ::1] Ys,            # work (N, H) with reverse, else empty
+                  int nth=1):                     # threads (more than 1: Wp, Wxp, no reverse)
     """Inference (see _lstm.forward_infer): h updated in place, Tc steps of gates held; with
     reverse the input rows are gathered through Xr and the outputs scattered from Ys."""
     cdef Layout L = make_layout(N, T, time_major)
@@ -263,39 +460,42 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (no
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
     cdef floating *h = &hT[0, 0]
-    cdef floating *p
     cdef Py_ssize_t chunk, t0, t1, t
     cdef floating *wxp = packed_or_null(Wxp)
     cdef floating *wp = packed_or_null(Wp)
-    cdef const floating *wp_h = second(wp, packed_size(<floating> 0, H, 2 * H))
     # step t's outputs: Y + t*hs (row stride ldh), or with reverse the scratch Ys
     cdef floating *y = ptr(Ys) if reverse else &Y[0, 0]
     cdef Py_ssize_t ys = 0 if reverse else hs, ldy = H if reverse else ldh
+    cdef Steps a
+    a.L, a.D, a.H, a.Tc, a.reset_after, a.X, a.Wx = L, D, H, Tc, reset_after, cptr(X), cptr(Wx)
+    a.wxp, a.Wh, a.wp, a.b, a.lens, a.g, a.U = wxp, &Wh[0, 0], wp, &b[0], lens, &P[0, 0], &U[0, 0]
+    a.s, a.ld_s, a.hT, a.Y, a.dbl = &S[0, 0], H, h, &Y[0, 0], floating is double
     with nogil:
         if wxp != NULL:
             pack(D, G3, &Wx[0, 0], G3, False, wxp)
-        pack_forward(H, &Wh[0, 0], reset_after, wp)
-        for chunk in range((T + Tc - 1) // Tc):
-            t0 = chunk * Tc
-            t1 = min(T, t0 + Tc)
-            if reverse:
-                # P[t - t0] = X[:, rev_pos(:, t)] @ Wx  (gathered through Xr)
-                project_reversed(L, cptr(X), D, lens, t0, t1, cptr(Wx), G3, ptr(Xr), &P[0, 0])
-            else:
-                # P[t - t0] = X[:, t] @ Wx  for t0 <= t < t1
-                project(L, cptr(X), D, t0, t1, cptr(Wx), G3, &P[0, 0], N * G3, G3, wxp)
-            for t in range(t0, t1):
-                p = &P[0, 0] + (t - t0) * N * G3
-                # h is overwritten in place by h_t (every read of h_{t-1} precedes its write)
-                if reset_after:
-                    step_after(N, H, p, G3, &Wh[0, 0], wp, &U[0, 0], &b[0], h, H, h, H,
-                               y + t * ys, ldy, &S[0, 0], 0, lens, t)
-                else:
-                    step_before(N, H, p, G3, &Wh[0, 0], wp, wp_h, &b[0], h, H, h, H,
-                                y + t * ys, ldy, &S[0, 0], H, lens, t)
+        pack_forward(solo(), H, &Wh[0, 0], reset_after, wp)
+        if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
+            parallel(nth, infer_task, &a)
+        else:
+            for chunk in range((T + Tc - 1) // Tc):
+                t0 = chunk * Tc
+                t1 = min(T, t0 + Tc)
                 if reverse:
-                    # Y[:, rev_pos(:, t)] = Ys
-                    scatter_reversed(L, y, H, lens, t, &Y[0, 0])
+                    # P[t - t0] = X[:, rev_pos(:, t)] @ Wx  (gathered through Xr)
+                    project_reversed(L, cptr(X), D, lens, t0, t1, cptr(Wx), G3, ptr(Xr),
+                                     &P[0, 0])
+                else:
+                    # P[t - t0] = X[:, t] @ Wx  for t0 <= t < t1
+                    project(L, cptr(X), D, t0, t1, cptr(Wx), G3, &P[0, 0], N * G3, G3, wxp)
+                if reverse:  # step by step: Y[:, rev_pos(:, t)] = Ys after step t
+                    for t in range(t0, t1):
+                        infer_steps(solo(), N, H, t, t + 1, reset_after, &Wh[0, 0], wp, &b[0],
+                                    lens, &P[0, 0] + (t - t0) * N * G3, &U[0, 0], &S[0, 0], H,
+                                    h, y, 0, H)
+                        scatter_reversed(L, y, H, lens, t, &Y[0, 0])
+                else:
+                    infer_steps(solo(), N, H, t0, t1, reset_after, &Wh[0, 0], wp, &b[0], lens,
+                                &P[0, 0], &U[0, 0], &S[0, 0], H, h, y, ys, ldy)
 
 
 def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
@@ -310,13 +510,14 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] Wx, const floating
              floating[:, ::1] W2,                 # work: dU (N*T, 3H) after, drh (N, H) before
              floating[:, ::1] dX, floating[:, ::1] dWx, floating[:, ::1] dWh,
              floating[::1] db,                    # out (6H,) reset_after, else (3H,)
-             floating[::1] Wp):                   # work: Whᵀ packed, or empty (use BLAS)
+             floating[::1] Wp,                    # work: Whᵀ packed, or empty (use BLAS)
+             int nth=1):                          # threads (more than 1 needs Wp)
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
     with nogil:
         backward_loop(make_layout(N, T, time_major), X.shape[1], Wh.shape[0], cptr(X),
                       cptr(Wx), &Wh[0, 0], &G[0, 0], &S[0, 0], &Hp[0, 0], lens, reset_after,
                       &dY[0, 0], has_dy, &dh[0, 0], &dA[0, 0], &W2[0, 0], ptr(dX), ptr(dWx),
-                      &dWh[0, 0], &db[0], packed_or_null(Wp))
+                      &dWh[0, 0], &db[0], packed_or_null(Wp), nth)
 
 
 # ---- the one-step cell (ndarrays, checked by fastcells.layers.GRU) -----------------------------
@@ -370,11 +571,11 @@ def cell_backward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray Wx, cnp.ndarray Wh, 
                           <float *> p[4], <float *> p[5], <float *> p[1], NULL, reset_after,
                           <float *> p[6], True, <float *> p[7], <float *> p[8], <float *> p[9],
                           <float *> p[10], <float *> p[11], <float *> p[12], <float *> p[13],
-                          NULL)
+                          NULL, 1)
     else:
         with nogil:
             backward_loop(L, D, H, <double *> p[0], <double *> p[2], <double *> p[3],
                           <double *> p[4], <double *> p[5], <double *> p[1], NULL,
                           reset_after, <double *> p[6], True, <double *> p[7],
                           <double *> p[8], <double *> p[9], <double *> p[10],
-                          <double *> p[11], <double *> p[12], <double *> p[13], NULL)
+                          <double *> p[11], <double *> p[12], <double *> p[13], NULL, 1)

@@ -17,7 +17,7 @@ This module checks and allocates; the fused loops are in _gru.pyx and csrc/.
 """
 import numpy as np
 
-from . import _gru
+from . import _gru, threads
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
                       packed_input_weights, packed_weights, reverse_buffers, scratch,
                       states_by_step)
@@ -77,10 +77,12 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
         # h is updated in place into h_T; with reverse the kernel walks the reversed positions
         # of xs and hs itself (no reordered copy: the memory is hs plus O(N*H))
         if not seq.empty:
-            S = np.empty((1, H) if reset_after else (N, H), dtype)  # uh scratch, or rh
+            S = aligned_empty((N, H), dtype)  # uh scratch, or rh
+            nth = 1 if seq.reverse else threads.for_loop(N, H, 3 * H, Wp)
             _gru.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                seq.reverse, reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h,
-                               Wp, packed_input_weights(seq), *reverse_buffers(seq))
+                               Wp, packed_input_weights(seq, nth > 1), *reverse_buffers(seq),
+                               nth)
         return hs, h, None
     cache = GRUCache(seq)
     cache.reset_after = reset_after
@@ -90,7 +92,8 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
     if not seq.empty:
         h = np.empty_like(h)
         _gru.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
-                           reset_after, Y, cache.gates, cache.extra, cache.h_prev, U, h, Wp)
+                           reset_after, Y, cache.gates, cache.extra, cache.h_prev, U, h, Wp,
+                           threads.for_loop(N, H, 3 * H, Wp))
     return seq.order(hs), h, cache
 
 
@@ -110,9 +113,10 @@ def gru_backward(cache, dhs, dh_T=None):
         dA = scratch((c.N * c.T, 3 * c.H), c.dtype)
         # the recurrent-side gradients dU (reset_after), or one step's drh
         W2 = scratch((c.N * c.T, 3 * c.H) if reset_after else (c.N, c.H), c.dtype, slot=1)
+        Wp = packed_weights(c.dtype, c.N, c.T, *([(3 * c.H, c.H)] if reset_after else
+                                                 [(c.H, c.H), (2 * c.H, c.H)]))
         _gru.backward(c.X, c.Wx, c.Wh, c.gates, c.extra, c.h_prev, c.lengths, c.N, c.T,
                       c.time_major, reset_after, bw.dY, bw.has_dy, dh, dA, W2, bw.dX,
-                      bw.dWx, bw.dWh, bw.db.reshape(-1),
-                      packed_weights(c.dtype, c.N, c.T, *([(3 * c.H, c.H)] if reset_after else
-                                                          [(c.H, c.H), (2 * c.H, c.H)])))
+                      bw.dWx, bw.dWh, bw.db.reshape(-1), Wp,
+                      threads.for_loop(c.N, c.H, 3 * c.H, Wp))
     return GRUGrads(bw.dxs, bw.dWx, bw.dWh, bw.db, dh)
