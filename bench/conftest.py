@@ -5,7 +5,7 @@ numpy's) and torch has its own OpenMP pool; OpenBLAS reads its thread count when
 Run the suite with OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS set to the same N
 on the command line. Where none is set and numpy is not loaded yet, this file sets all three to
 1 before anything imports numpy (and to the one that is set, where only some are); torch gets
-``torch.set_num_threads(N)``. The report header shows what was in force.
+``torch.set_num_threads(N)``, fastcells ``fastcells.set_num_threads(N)``. The report header shows what was in force.
 
 Shapes, weights, the torch mapping, the runners and the check against the twin all come from
 ``fastcells._bench``, which ``python -m fastcells`` uses too.
@@ -27,6 +27,9 @@ import pytest  # noqa: E402
 from fastcells import _bench  # noqa: E402  (imports numpy and scipy)
 
 THREADS = int(os.environ.get("OPENBLAS_NUM_THREADS") or 1)
+import fastcells  # noqa: E402
+
+fastcells.set_num_threads(THREADS)
 HAVE_TORCH = _bench.have_torch()
 if HAVE_TORCH:
     import torch

@@ -736,10 +736,15 @@ def machine_info(threads):
         + f"; {cores} logical cores, {usable} usable",
         f"- {platform.system()} {platform.release()}, Python {platform.python_version()}; "
         + ", ".join(_versions()),
-        f"- threads: {threads} ({env}"
+        f"- threads: {threads} ({env}, fastcells.get_num_threads()={_fastcells_threads()}"
         + (f", torch.get_num_threads()={_torch_threads()}" if have_torch() else "") + ")",
     ]
     return lines
+
+
+def _fastcells_threads():
+    import fastcells
+    return fastcells.get_num_threads()
 
 
 def _torch_threads():
@@ -940,6 +945,8 @@ def run(args):
     start = time.perf_counter()
     deadline = start + args.budget
     impls = [i for i in IMPLS if i != "torch" or (not args.no_torch and have_torch())]
+    import fastcells
+    fastcells.set_num_threads(args.threads)
     if "torch" in impls:
         import torch
         torch.set_num_threads(args.threads)

@@ -327,6 +327,9 @@ def child_main(args):
     impls = ["fastcells"] + [i for i in args.peers
                              if i == "twin" or (i == "torch" and _bench.have_torch())
                              or (i == "onnxruntime" and _bench.have_onnxruntime())]
+    import fastcells
+    fastcells.set_num_threads(threads)
+    result["fastcells_threads"] = fastcells.get_num_threads()
     if "torch" in impls:
         import torch
         torch.set_num_threads(threads)
@@ -575,7 +578,9 @@ def machine_lines(report):
                          + " (a separate short run)"))
     for r in report["runs"]:
         env = " ".join(f"{k}={v}" for k, v in r["env"].items())
-        extra = f", torch.get_num_threads()={r['torch_threads']}" if "torch_threads" in r else ""
+        extra = (f", fastcells.get_num_threads()={r['fastcells_threads']}"
+                 if "fastcells_threads" in r else "")
+        extra += f", torch.get_num_threads()={r['torch_threads']}" if "torch_threads" in r else ""
         busy = r.get("load")
         busy = ("" if not busy else f"; meanwhile other processes kept {busy['other_cores']:.2f} "
                 f"cores busy on average (steal {busy['steal_cores']:.2f})")
