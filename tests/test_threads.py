@@ -45,7 +45,7 @@ def test_results_do_not_depend_on_threads(cell, kw, training, dtype, restore_thr
     # training loops take threads only for large steps (see threads.py): lower the bar here
     monkeypatch.setattr(threads, "MIN_WORK_PER_THREAD_TRAINING", threads.MIN_WORK_PER_THREAD)
     rng = np.random.default_rng(7)
-    N, T, D, H = 19, 70, 24, 96
+    N, T, D, H = 19, 70, 24, 128
     p = cell.problem(rng, N, T, D, H, dtype, time_major=kw.get("time_major", False))
     if kw.get("lengths"):
         kw = {"lengths": random_lengths(rng, N, T)}
@@ -54,9 +54,8 @@ def test_results_do_not_depend_on_threads(cell, kw, training, dtype, restore_thr
         many = _run(cell, p, nth, training, **kw)
         for k, (a, b) in enumerate(zip(one, many)):
             np.testing.assert_array_equal(a, b, err_msg=f"result {k} with {nth} threads")
-    if cell.name == "lstm":  # the shape does run threaded
-        fastcells.set_num_threads(3)
-        assert threads.for_loop(N, H, 4 * H, np.empty(1)) == 3
+    fastcells.set_num_threads(3)  # the shape does run threaded, every cell
+    assert threads.for_loop(N, H, cell.G * H, np.empty(1), training=training) >= 2
 
 
 def test_thread_count_follows_the_work(restore_threads):

@@ -110,13 +110,13 @@ def packed_weights(dtype, N, T, *products):
     return aligned_empty(sum(_blas._packed_size(dtype, K, Nc) for K, Nc in products), dtype)
 
 
-def packed_input_weights(seq, threaded=False):
+def packed_input_weights(seq):
     """The work buffer for Wx packed once per inference call: its chunked input projection
-    runs one GEMM per sequence for batch-first input (see _seq.project), and for either
-    layout on more than one thread (each projects its own sequences). Empty otherwise
-    (time-major on one thread: one GEMM per chunk; reverse=True, whose gathered rows make one
-    GEMM per chunk)."""
-    if (seq.time_major and not threaded) or seq.reverse:
+    runs as packed GEMMs (one per sequence for batch-first input, one per chunk for
+    time-major, see _seq.project; each thread's own sequences on a team), which round every row
+    alike whatever the number of threads. Empty with reverse=True (whose gathered rows make
+    one BLAS GEMM per chunk, on one thread)."""
+    if seq.reverse:
         return np.empty(0, seq.dtype)
     return packed_weights(seq.dtype, seq.N, seq.T, (seq.D, seq.G * seq.H))
 

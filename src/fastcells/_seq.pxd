@@ -123,15 +123,20 @@ cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t
     """P[(t - t0)*p_step + n*p_row, :GW] = X[row(n, t)] @ W  for t in [t0, t1), every n.
 
     One GEMM when the rows of X and of P line up with one stride (time-major input, or all
-    steps of a batch-first input into a buffer of the same layout); otherwise one per sequence,
-    with W packed (Wp, by the caller, once per call) when given, so that BLAS does not re-pack
-    W for each of them.
+    steps of a batch-first input into a buffer of the same layout); otherwise one per sequence.
+    With W packed (Wp, by the caller, once per call: inference), the per-sequence products and
+    the time-major one are packed GEMMs (no re-packing of W per sequence by BLAS, and the same
+    rounding as project_sequences on a team).
     """
     cdef Py_ssize_t n
     if L.ts == L.N and p_step == L.N * p_row:  # time-major rows t0*N .. t1*N, in order
-        # P = X[t0*N:t1*N] @ W
-        gemm(False, False, (t1 - t0) * L.N, GW, D, 1, X + t0 * L.N * D, D, W, GW,
-             0, P, p_row)
+        # P = X[t0*N:t1*N] @ W  (with Wp the packed GEMM, whose rows come out exactly as from
+        # project_sequences: inference gives the same bits on any number of threads)
+        if Wp != NULL:
+            gemm_packed((t1 - t0) * L.N, GW, D, X + t0 * L.N * D, D, Wp, 0, P, p_row)
+        else:
+            gemm(False, False, (t1 - t0) * L.N, GW, D, 1, X + t0 * L.N * D, D, W, GW,
+                 0, P, p_row)
     elif L.ns == L.T and t0 == 0 and t1 == L.T and p_row == L.T * p_step:
         # P = X @ W  (batch-first, whole sequences)
         gemm(False, False, L.N * L.T, GW, D, 1, X, D, W, GW, 0, P, p_step)

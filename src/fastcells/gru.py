@@ -81,7 +81,7 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
             nth = 1 if seq.reverse else threads.for_loop(N, H, 3 * H, Wp)
             _gru.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                seq.reverse, reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h,
-                               Wp, packed_input_weights(seq, nth > 1), *reverse_buffers(seq),
+                               Wp, packed_input_weights(seq), *reverse_buffers(seq),
                                nth)
         return hs, h, None
     cache = GRUCache(seq)

@@ -63,7 +63,7 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
             nth = 1 if seq.reverse else threads.for_loop(N, H, 4 * H, Wp)
             _lstm.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                 seq.reverse, Y, chunk_buffer(seq, 4 * H), h, c, Wp,
-                                packed_input_weights(seq, nth > 1), *reverse_buffers(seq),
+                                packed_input_weights(seq), *reverse_buffers(seq),
                                 nth)
         return hs, (h, c), None
     cache = LSTMCache(seq)

@@ -69,7 +69,7 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
             nth = 1 if seq.reverse else threads.for_loop(N, H, H, Wp)
             _rnn.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                seq.reverse, act, Y, chunk_buffer(seq, H), h, Wp,
-                               packed_input_weights(seq, nth > 1), *reverse_buffers(seq), nth)
+                               packed_input_weights(seq), *reverse_buffers(seq), nth)
         return hs, h, None
     cache = RNNCache(seq)
     cache.act = act
