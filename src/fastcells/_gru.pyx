@@ -25,7 +25,7 @@ from ._csrc cimport fc_gru_rb_bwd_out_f32, fc_gru_rb_bwd_out_f64
 from ._csrc cimport fc_gru_rb_fwd_gates_f32, fc_gru_rb_fwd_gates_f64
 from ._csrc cimport fc_gru_rb_fwd_out_f32, fc_gru_rb_fwd_out_f64
 from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
-from ._seq cimport Team, project_reversed, project_sequences, rows, scatter_reversed, solo
+from ._seq cimport Team, project_chunk, project_sequences, rows, scatter_reversed, solo
 from ._seq cimport sync, team_gemm, team_pack
 
 cnp.import_array()
@@ -480,13 +480,8 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (no
             for chunk in range((T + Tc - 1) // Tc):
                 t0 = chunk * Tc
                 t1 = min(T, t0 + Tc)
-                if reverse:
-                    # P[t - t0] = X[:, rev_pos(:, t)] @ Wx  (gathered through Xr)
-                    project_reversed(L, cptr(X), D, lens, t0, t1, cptr(Wx), G3, ptr(Xr),
-                                     &P[0, 0])
-                else:
-                    # P[t - t0] = X[:, t] @ Wx  for t0 <= t < t1
-                    project(L, cptr(X), D, t0, t1, cptr(Wx), G3, &P[0, 0], N * G3, G3, wxp)
+                project_chunk(L, cptr(X), D, reverse, lens, t0, t1, cptr(Wx), G3, ptr(Xr),
+                              &P[0, 0], wxp)
                 if reverse:  # step by step: Y[:, rev_pos(:, t)] = Ys after step t
                     for t in range(t0, t1):
                         infer_steps(solo(), N, H, t, t + 1, reset_after, &Wh[0, 0], wp, &b[0],

@@ -28,7 +28,7 @@ from ._fastpath cimport cell_typenum, empty
 from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
 from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
-from ._seq cimport Team, project_reversed, rows, scatter_reversed, solo, sync
+from ._seq cimport Team, project_chunk, rows, scatter_reversed, solo, sync
 from ._seq cimport project_sequences, team_gemm, team_pack
 
 cnp.import_array()
@@ -353,13 +353,8 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (no
             for chunk in range((T + Tc - 1) // Tc):
                 t0 = chunk * Tc
                 t1 = min(T, t0 + Tc)
-                if reverse:
-                    # P[t - t0] = X[:, rev_pos(:, t)] @ Wx  (gathered through Xr)
-                    project_reversed(L, cptr(X), D, lens, t0, t1, cptr(Wx), G4, ptr(Xr),
-                                     &P[0, 0])
-                else:
-                    # P[t - t0] = X[:, t] @ Wx  for the steps t0 <= t < t1 of this chunk
-                    project(L, cptr(X), D, t0, t1, cptr(Wx), G4, &P[0, 0], N * G4, G4, wxp)
+                project_chunk(L, cptr(X), D, reverse, lens, t0, t1, cptr(Wx), G4, ptr(Xr),
+                              &P[0, 0], wxp)
                 if reverse:  # one thread, step by step: Y[:, rev_pos(:, t)] = Ys after step t
                     for t in range(t0, t1):
                         infer_steps(solo(), N, H, t, t + 1, &Wh[0, 0], &b[0], lens,

@@ -189,6 +189,20 @@ cdef inline void project_reversed(Layout L, const floating *X, Py_ssize_t D,
     gemm(False, False, (t1 - t0) * N, GW, D, 1, Xr, D, W, GW, 0, P, GW)
 
 
+cdef inline void project_chunk(Layout L, const floating *X, Py_ssize_t D, bint reverse,
+                               const int64_t *lens, Py_ssize_t t0, Py_ssize_t t1,
+                               const floating *W, Py_ssize_t GW, floating *Xr, floating *P,
+                               const floating *Wp) noexcept nogil:
+    """Inference on one thread: the input projection of the steps [t0, t1) into P
+    ((t1 - t0)*N, GW), in processing order."""
+    if reverse:
+        # P[t - t0] = X[:, rev_pos(:, t)] @ W  (gathered through Xr)
+        project_reversed(L, X, D, lens, t0, t1, W, GW, Xr, P)
+    else:
+        # P[t - t0] = X[:, t] @ W
+        project(L, X, D, t0, t1, W, GW, P, L.N * GW, GW, Wp)
+
+
 cdef inline void scatter_reversed(Layout L, const floating *Ys, Py_ssize_t H,
                                   const int64_t *lens, Py_ssize_t t,
                                   floating *Y) noexcept nogil:
