@@ -1,4 +1,5 @@
 """Row-major GEMM over SciPy's BLAS, for the kernels (and a Python hook for its tests)."""
+cimport numpy as cnp
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
@@ -6,6 +7,8 @@ from ._csrc cimport fc_barrier, fc_parallel, fc_task
 from ._csrc cimport fc_gemm_packed_f32, fc_gemm_packed_f64, fc_gemm_rows, fc_pack_f32
 from ._csrc cimport fc_gemv_f32, fc_gemv_f64, fc_pack_f64, fc_packed_size_f32
 from ._csrc cimport fc_packed_size_f64
+
+cnp.import_array()
 
 
 cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -94,6 +97,12 @@ cdef int parallel(int nth, fc_task task, void *ctx) noexcept nogil:
 
 cdef void barrier(int nth) noexcept nogil:
     fc_barrier(nth)
+
+
+def _misalignment(cnp.ndarray a):
+    """The address of a's data modulo 64, in bytes (for _common.aligned_empty: a.ctypes.data
+    costs microseconds)."""
+    return <Py_ssize_t> (<size_t> cnp.PyArray_DATA(a) % 64)
 
 
 def _packed_size(dtype, Py_ssize_t K, Py_ssize_t Nc):

@@ -1,5 +1,6 @@
 """What the three cells' public modules share: the cache base, the training buffers and the
 preparation of a backward call. Checks are in _validate; the loops in the _<cell>.pyx kernels."""
+import math
 import threading
 
 import numpy as np
@@ -53,10 +54,9 @@ def aligned_empty(shape, dtype):
     64-byte vector loads then never straddle two cache lines (for work buffers; a view of a
     slightly larger array)."""
     dtype = np.dtype(dtype)
-    n = int(np.prod(shape))
-    pad = 64 // dtype.itemsize
-    buf = np.empty(n + pad, dtype)
-    start = (-buf.ctypes.data % 64) // dtype.itemsize
+    n = math.prod(shape)
+    buf = np.empty(n + 64 // dtype.itemsize, dtype)
+    start = (-_blas._misalignment(buf) % 64) // dtype.itemsize
     return buf[start:start + n].reshape(shape)
 
 
@@ -72,7 +72,7 @@ def scratch(shape, dtype, slot=0):
     page-faulted in and handed back to the system on every call, which costs as much as a
     tenth of a training step. Nothing that outlives the call may be a scratch array."""
     dtype = np.dtype(dtype)
-    n = int(np.prod(shape))
+    n = math.prod(shape)
     if n * dtype.itemsize > SCRATCH_MAX_BYTES:
         return aligned_empty(shape, dtype)
     buffers = getattr(_SCRATCH, "buffers", None)
