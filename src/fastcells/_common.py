@@ -54,6 +54,7 @@ def aligned_empty(shape, dtype):
     64-byte vector loads then never straddle two cache lines (for work buffers; a view of a
     slightly larger array)."""
     dtype = np.dtype(dtype)
+    shape = tuple(shape) if isinstance(shape, (tuple, list)) else (int(shape),)
     n = math.prod(shape)
     buf = np.empty(n + 64 // dtype.itemsize, dtype)
     start = (-_blas._misalignment(buf) % 64) // dtype.itemsize
