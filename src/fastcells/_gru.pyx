@@ -25,8 +25,8 @@ from ._csrc cimport fc_gru_rb_bwd_out_f32, fc_gru_rb_bwd_out_f64
 from ._csrc cimport fc_gru_rb_fwd_gates_f32, fc_gru_rb_fwd_gates_f64
 from ._csrc cimport fc_gru_rb_fwd_out_f32, fc_gru_rb_fwd_out_f64
 from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
-from ._seq cimport Team, project_chunk, project_sequences, rows, scatter_reversed, solo
-from ._seq cimport sync, team_gemm, team_pack
+from ._seq cimport Team, lens_at, project_chunk, project_sequences, rows, scatter_reversed
+from ._seq cimport solo, sync, team_gemm, team_pack
 
 cnp.import_array()
 
@@ -34,10 +34,6 @@ cnp.import_array()
 # ---- dispatch by dtype to the C passes (contracts in csrc/fastcells.h) ----------------------
 # Each runs on this thread's rows of the step [n0, n1) (the whole batch on one thread): every
 # row pointer moves by n0 rows (U, dh and drh are contiguous: row strides 3H, H and H).
-cdef inline const int64_t *lens_at(const int64_t *lengths, Py_ssize_t n0) noexcept nogil:
-    return NULL if lengths == NULL else lengths + n0
-
-
 cdef inline void fwd_step(Team tm, Py_ssize_t N, Py_ssize_t H, floating *A, Py_ssize_t ld_A,
                           const floating *U, const floating *b, const floating *h_prev,
                           Py_ssize_t ld_hp, floating *h_next, Py_ssize_t ld_hn, floating *y,
@@ -358,7 +354,8 @@ cdef void infer_chunks(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t
         t0 = chunk * Tc
         t1 = min(T, t0 + Tc)
         # P[t - t0, n] = X[n, t] @ Wx  for this thread's sequences
-        project_sequences(L, X, D, t0, t1, n0, n1, Wx, 3 * H, P, wxp)
+        project_sequences(L, X, D, t0, t1, n0, n1, Wx, 3 * H, P, L.N * 3 * H, 3 * H,
+                          wxp)
         sync(tm)
         infer_steps(tm, N, H, t0, t1, reset_after, Wh, wp, b, lens, P, U, S, ld_s, h, Y,
                     L.ts * H, L.ns * H)

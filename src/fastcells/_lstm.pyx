@@ -28,7 +28,7 @@ from ._fastpath cimport cell_typenum, empty
 from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
 from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
-from ._seq cimport Team, project_chunk, rows, scatter_reversed, solo, sync
+from ._seq cimport Team, lens_at, project_chunk, rows, scatter_reversed, solo, sync
 from ._seq cimport project_sequences, team_gemm, team_pack
 
 cnp.import_array()
@@ -51,7 +51,7 @@ cdef inline void fwd_step(Team tm, Py_ssize_t N, Py_ssize_t H, floating *gates, 
     gates, c_prev, c_next = gates + n0 * ld_g, c_prev + n0 * ld_cp, c_next + n0 * ld_cn
     h_prev, h_next, y = h_prev + n0 * ld_hp, h_next + n0 * ld_hn, y + n0 * ld_y
     tanh_c = at(tanh_c, n0, ld_tc)
-    lengths = NULL if lengths == NULL else lengths + n0
+    lengths = lens_at(lengths, n0)
     if floating is float:
         fc_lstm_fwd_step_f32(n1 - n0, H, gates, ld_g, b, c_prev, ld_cp, c_next, ld_cn, h_prev,
                              ld_hp, h_next, ld_hn, y, ld_y, tanh_c, ld_tc, lengths, t)
@@ -70,7 +70,7 @@ cdef inline void bwd_step(Team tm, Py_ssize_t N, Py_ssize_t H, const floating *g
     rows(tm, N, &n0, &n1)
     gates, c_prev, tanh_c = gates + n0 * ld_g, c_prev + n0 * ld_cp, tanh_c + n0 * ld_tc
     dy, dh, dc, dA = dy + n0 * ld_dy, dh + n0 * H, dc + n0 * H, dA + n0 * ld_dA
-    lengths = NULL if lengths == NULL else lengths + n0
+    lengths = lens_at(lengths, n0)
     if floating is float:
         fc_lstm_bwd_step_f32(n1 - n0, H, gates, ld_g, c_prev, ld_cp, tanh_c, ld_tc, dy, ld_dy,
                              dh, dc, dA, ld_dA, lengths, t)
@@ -86,7 +86,7 @@ cdef inline void bwd_step(Team tm, Py_ssize_t N, Py_ssize_t H, const floating *g
 # pointers: one struct for both dtypes).
 cdef struct Steps:
     Layout L
-    Py_ssize_t D, H, t0, t1
+    Py_ssize_t D, H, Tc
     const void *X
     const void *Wx
     const void *wxp
@@ -106,8 +106,6 @@ cdef struct Steps:
     void *dh
     void *dc
     void *A
-    void *y
-    Py_ssize_t ys, ldy
     bint dbl
 
 
@@ -255,7 +253,8 @@ cdef void infer_chunks(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t
         t0 = chunk * Tc
         t1 = min(T, t0 + Tc)
         # P[t - t0, n] = X[n, t] @ Wx  for this thread's sequences
-        project_sequences(L, X, D, t0, t1, n0, n1, Wx, 4 * H, P, wxp)
+        project_sequences(L, X, D, t0, t1, n0, n1, Wx, 4 * H, P, L.N * 4 * H, 4 * H,
+                          wxp)
         sync(tm)
         infer_steps(tm, N, H, t0, t1, Wh, b, lens, P, h, c, Y, L.ts * H, L.ns * H, wp)
 
@@ -265,12 +264,12 @@ cdef void infer_task(void *arg, int tid, int nth) noexcept nogil:
     cdef Team tm
     tm.tid, tm.nth = tid, nth
     if s.dbl:
-        infer_chunks(tm, s.L, s.D, s.H, s.t1, <const double *> s.X, <const double *> s.Wx,
+        infer_chunks(tm, s.L, s.D, s.H, s.Tc, <const double *> s.X, <const double *> s.Wx,
                      <const double *> s.wxp, <const double *> s.Wh, <const double *> s.b,
                      s.lens, <double *> s.G, <double *> s.hT, <double *> s.cT,
                      <double *> s.Y, <const double *> s.wp)
     else:
-        infer_chunks(tm, s.L, s.D, s.H, s.t1, <const float *> s.X, <const float *> s.Wx,
+        infer_chunks(tm, s.L, s.D, s.H, s.Tc, <const float *> s.X, <const float *> s.Wx,
                      <const float *> s.wxp, <const float *> s.Wh, <const float *> s.b,
                      s.lens, <float *> s.G, <float *> s.hT, <float *> s.cT,
                      <float *> s.Y, <const float *> s.wp)
@@ -339,7 +338,7 @@ def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (no
     cdef floating *y = ptr(Ys) if reverse else &Y[0, 0]
     cdef Py_ssize_t ys = 0 if reverse else hs, ldy = H if reverse else ldh
     cdef Steps s
-    s.L, s.D, s.H, s.t1, s.X, s.Wx, s.wxp = L, D, H, Tc, cptr(X), cptr(Wx), wxp
+    s.L, s.D, s.H, s.Tc, s.X, s.Wx, s.wxp = L, D, H, Tc, cptr(X), cptr(Wx), wxp
     s.Wh, s.b, s.lens, s.G, s.hT, s.cT = &Wh[0, 0], &b[0], lens, &P[0, 0], h, c
     s.Y, s.wp, s.dbl = &Y[0, 0], wp, floating is double
     with nogil:

@@ -177,7 +177,8 @@ cdef void infer_chunks(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, int act, P
         t0 = chunk * Tc
         t1 = min(T, t0 + Tc)
         # P[t - t0, n] = X[n, t] @ Wx  for this thread's sequences
-        project_sequences(L, X, D, t0, t1, n0, n1, Wx, H, P, wxp)
+        project_sequences(L, X, D, t0, t1, n0, n1, Wx, H, P, L.N * H, H,
+                          wxp)
         sync(tm)
         infer_steps(tm, N, H, act, t0, t1, Wh, b, lens, P, h, Y, L.ts * H, L.ns * H, wp)
 

@@ -78,6 +78,11 @@ cdef inline void rows(Team tm, Py_ssize_t N, Py_ssize_t *n0, Py_ssize_t *n1) noe
     n1[0] = N * (tm.tid + 1) // tm.nth
 
 
+cdef inline const int64_t *lens_at(const int64_t *lengths, Py_ssize_t n0) noexcept nogil:
+    """The lengths from sequence n0 on (NULL stays NULL): for a thread's rows."""
+    return NULL if lengths == NULL else lengths + n0
+
+
 cdef inline void panels(Team tm, floating dummy, Py_ssize_t K, Py_ssize_t Nc, Py_ssize_t *c0,
                         Py_ssize_t *c1, Py_ssize_t *offset) noexcept nogil:
     """This thread's columns [c0, c1) of an Nc-wide packed product, whole panels, and where
@@ -116,6 +121,22 @@ cdef inline void team_gemm(Team tm, Py_ssize_t N, Py_ssize_t Nc, Py_ssize_t K,
         gemm_packed(N, c1 - c0, K, A, lda, packed + offset, beta, C + c0, ldc)
 
 
+cdef inline void project_sequences(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t0,
+                                   Py_ssize_t t1, Py_ssize_t n0, Py_ssize_t n1,
+                                   const floating *W, Py_ssize_t GW, floating *P,
+                                   Py_ssize_t p_step, Py_ssize_t p_row,
+                                   const floating *Wp) noexcept nogil:
+    """P[(t - t0)*p_step + n*p_row, :GW] = X[row(n, t)] @ W  for t in [t0, t1) and the
+    sequences n0 <= n < n1 (all of them, or a thread's share), one GEMM per sequence in either
+    layout: packed (Wp: W packed by the caller) when given, so that BLAS does not re-pack W
+    for each of them."""
+    cdef Py_ssize_t n
+    for n in range(n0, n1):
+        # P[:, n] = X[n, t0:t1] @ W
+        step_gemm(t1 - t0, GW, D, X + (n * L.ns + t0 * L.ts) * D, L.ts * D, W, GW, False,
+                  Wp, 0, P + n * p_row, p_step)
+
+
 cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t0,
                          Py_ssize_t t1, const floating *W, Py_ssize_t GW,
                          floating *P, Py_ssize_t p_step, Py_ssize_t p_row,
@@ -123,12 +144,12 @@ cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t
     """P[(t - t0)*p_step + n*p_row, :GW] = X[row(n, t)] @ W  for t in [t0, t1), every n.
 
     One GEMM when the rows of X and of P line up with one stride (time-major input, or all
-    steps of a batch-first input into a buffer of the same layout); otherwise one per sequence.
+    steps of a batch-first input into a buffer of the same layout); otherwise one per sequence
+    (project_sequences).
     With W packed (Wp, by the caller, once per call: inference), the per-sequence products and
     the time-major one are packed GEMMs (no re-packing of W per sequence by BLAS, and the same
     rounding as project_sequences on a team).
     """
-    cdef Py_ssize_t n
     if L.ts == L.N and p_step == L.N * p_row:  # time-major rows t0*N .. t1*N, in order
         # P = X[t0*N:t1*N] @ W  (with Wp the packed GEMM, whose rows come out exactly as from
         # project_sequences: inference gives the same bits on any number of threads)
@@ -141,24 +162,7 @@ cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t
         # P = X @ W  (batch-first, whole sequences)
         gemm(False, False, L.N * L.T, GW, D, 1, X, D, W, GW, 0, P, p_step)
     else:
-        for n in range(L.N):
-            # P[:, n] = X[n, t0:t1] @ W
-            step_gemm(t1 - t0, GW, D, X + (n * L.ns + t0 * L.ts) * D, L.ts * D, W, GW, False,
-                      Wp, 0, P + n * p_row, p_step)
-
-
-cdef inline void project_sequences(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t0,
-                                   Py_ssize_t t1, Py_ssize_t n0, Py_ssize_t n1,
-                                   const floating *W, Py_ssize_t GW, floating *P,
-                                   const floating *Wp) noexcept nogil:
-    """P[(t - t0)*N + n, :GW] = X[row(n, t)] @ W  for t in [t0, t1) and the sequences
-    n0 <= n < n1 only (a thread's share of a chunk), one packed GEMM per sequence (Wp: W
-    packed by the caller), in either layout."""
-    cdef Py_ssize_t n
-    for n in range(n0, n1):
-        # P[:, n] = X[n, t0:t1] @ W
-        step_gemm(t1 - t0, GW, D, X + (n * L.ns + t0 * L.ts) * D, L.ts * D, W, GW, False,
-                  Wp, 0, P + n * GW, L.N * GW)
+        project_sequences(L, X, D, t0, t1, 0, L.N, W, GW, P, p_step, p_row, Wp)
 
 
 cdef inline Py_ssize_t rev_pos(Layout L, const int64_t *lens, Py_ssize_t n,
