@@ -41,10 +41,9 @@ void FC_FN(fc_pack)(fc_int K, fc_int Nc, const FC_REAL *B, fc_int ldb, int trans
     }
 }
 
-/* One MR x NR tile: C[0:mr, 0:nc] = A[0:mr, 0:kc] @ panel[0:kc] + beta C (beta 0 or 1). */
 static inline __attribute__((always_inline)) void
-FC_FN(fc_tile)(const int mr, fc_int kc, const FC_REAL *A, fc_int lda, const FC_REAL *panel,
-               int beta, FC_REAL *C, fc_int ldc, fc_int nc)
+FC_FN(fc_tile)(const int mr, fc_int kc, const FC_REAL *A, const FC_REAL *panel, int beta,
+               FC_REAL *C, fc_int ldc, fc_int nc, const char *pf, fc_int npf)
 {
     typedef FC_FN(fc_vec) vec;
     vec acc[8][2];
@@ -53,13 +52,19 @@ FC_FN(fc_tile)(const int mr, fc_int kc, const FC_REAL *A, fc_int lda, const FC_R
     for (int i = 0; i < mr; i++) {
         acc[i][0] = (vec){0};
         acc[i][1] = (vec){0};
+        __builtin_prefetch(C + i * ldc, 1, 3);
+        __builtin_prefetch(C + i * ldc + FC_NR - 1, 1, 3);
     }
     for (fc_int k = 0; k < kc; k++) {
         vec b0 = *(const vec *)(panel + k * FC_NR);
         vec b1 = *(const vec *)(panel + k * FC_NR + FC_VL);
+        if (k < npf) {
+            __builtin_prefetch(pf + 128 * k, 0, 2);
+            __builtin_prefetch(pf + 128 * k + 64, 0, 2);
+        }
 #pragma GCC unroll 8
         for (int i = 0; i < mr; i++) {
-            FC_REAL a = A[i * lda + k];
+            FC_REAL a = A[k * mr + i];
             acc[i][0] += a * b0;
             acc[i][1] += a * b1;
         }
@@ -77,7 +82,7 @@ FC_FN(fc_tile)(const int mr, fc_int kc, const FC_REAL *A, fc_int lda, const FC_R
         }
         return;
     }
-    for (int i = 0; i < mr; i++) { /* last panel: only nc columns exist */
+    for (int i = 0; i < mr; i++) {
         *(vec *)edge[i] = acc[i][0];
         *(vec *)(edge[i] + FC_VL) = acc[i][1];
         for (fc_int j = 0; j < nc; j++)
@@ -85,43 +90,63 @@ FC_FN(fc_tile)(const int mr, fc_int kc, const FC_REAL *A, fc_int lda, const FC_R
     }
 }
 
-static inline __attribute__((always_inline)) void FC_FN(fc_tile_any)(int mr, fc_int kc, const FC_REAL *A, fc_int lda,
-                               const FC_REAL *panel, int beta, FC_REAL *C, fc_int ldc,
-                               fc_int nc)
+static inline __attribute__((always_inline)) void
+FC_FN(fc_tile_any)(int mr, fc_int kc, const FC_REAL *A, const FC_REAL *panel, int beta,
+                   FC_REAL *C, fc_int ldc, fc_int nc, const char *pf, fc_int npf)
 {
-    switch (mr) { /* a constant mr lets the compiler unroll the tile fully */
-    case 8: FC_FN(fc_tile)(8, kc, A, lda, panel, beta, C, ldc, nc); break;
-    case 7: FC_FN(fc_tile)(7, kc, A, lda, panel, beta, C, ldc, nc); break;
-    case 6: FC_FN(fc_tile)(6, kc, A, lda, panel, beta, C, ldc, nc); break;
-    case 5: FC_FN(fc_tile)(5, kc, A, lda, panel, beta, C, ldc, nc); break;
-    case 4: FC_FN(fc_tile)(4, kc, A, lda, panel, beta, C, ldc, nc); break;
-    case 3: FC_FN(fc_tile)(3, kc, A, lda, panel, beta, C, ldc, nc); break;
-    case 2: FC_FN(fc_tile)(2, kc, A, lda, panel, beta, C, ldc, nc); break;
-    default: FC_FN(fc_tile)(1, kc, A, lda, panel, beta, C, ldc, nc); break;
+    switch (mr) {
+    case 8: FC_FN(fc_tile)(8, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
+    case 7: FC_FN(fc_tile)(7, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
+    case 6: FC_FN(fc_tile)(6, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
+    case 5: FC_FN(fc_tile)(5, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
+    case 4: FC_FN(fc_tile)(4, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
+    case 3: FC_FN(fc_tile)(3, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
+    case 2: FC_FN(fc_tile)(2, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
+    default: FC_FN(fc_tile)(1, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
     }
 }
+
+#ifndef FC_MCB
+#define FC_MCB 65536
+#endif
+#define FC_MC (FC_MCB / (fc_int)sizeof(FC_REAL) / FC_KC)
+static _Thread_local FC_REAL FC_FN(fc_apack)[FC_MC * FC_KC] __attribute__((aligned(64)));
 
 FC_CLONES
 void FC_FN(fc_gemm_packed)(fc_int M, fc_int Nc, fc_int K, const FC_REAL *A, fc_int lda,
                            const FC_REAL *packed, int beta, FC_REAL *C, fc_int ldc)
 {
     const int MR = fc_gemm_rows();
-    if (K == 0) {
-        for (fc_int i = 0; i < M; i++)
-            for (fc_int j = 0; j < Nc; j++)
-                C[i * ldc + j] = beta ? C[i * ldc + j] : 0;
-        return;
-    }
+    FC_REAL *ap = FC_FN(fc_apack);
     for (fc_int k0 = 0; k0 < K; k0 += FC_KC) {
         fc_int kc = K - k0 < FC_KC ? K - k0 : FC_KC;
         int b = k0 == 0 ? beta : 1;
-        for (fc_int p = 0; p * FC_NR < Nc; p++) {
-            const FC_REAL *panel = packed + p * K * FC_NR + k0 * FC_NR;
-            fc_int nc = Nc - p * FC_NR < FC_NR ? Nc - p * FC_NR : FC_NR;
-            for (fc_int i0 = 0; i0 < M; i0 += MR) {
-                int mr = M - i0 < MR ? (int)(M - i0) : MR;
-                FC_FN(fc_tile_any)(mr, kc, A + i0 * lda + k0, lda, panel, b,
-                                   C + i0 * ldc + p * FC_NR, ldc, nc);
+        for (fc_int i0 = 0; i0 < M; i0 += FC_MC) {
+            fc_int mc = M - i0 < FC_MC ? M - i0 : FC_MC;
+            for (fc_int r = 0; r < mc; r += MR) {
+                int mr = mc - r < MR ? (int)(mc - r) : MR;
+                for (int i = 0; i < mr; i++) {
+                    const FC_REAL *a = A + (i0 + r + i) * lda + k0;
+                    for (fc_int k = 0; k < kc; k++)
+                        ap[r * kc + k * mr + i] = a[k];
+                }
+            }
+            for (fc_int p = 0; p * FC_NR < Nc; p++) {
+                const FC_REAL *panel = packed + p * K * FC_NR + k0 * FC_NR;
+                fc_int nc = Nc - p * FC_NR < FC_NR ? Nc - p * FC_NR : FC_NR;
+                /* the next panel's slice, prefetched into L2 while this one is used: 128-byte
+                 * pairs of lines, shared among the row tiles */
+                const char *next = (const char *)(p + 1 < (Nc + FC_NR - 1) / FC_NR
+                    ? panel + K * FC_NR : (k0 + FC_KC < K ? packed + (k0 + FC_KC) * FC_NR : panel));
+                fc_int pairs = kc * FC_NR * (fc_int)sizeof(FC_REAL) / 128;
+                fc_int ntiles = (mc + MR - 1) / MR, per = (pairs + ntiles - 1) / ntiles;
+                for (fc_int r = 0, ti = 0; r < mc; r += MR, ti++) {
+                    int mr = mc - r < MR ? (int)(mc - r) : MR;
+                    fc_int first = ti * per, n = pairs - first < per ? pairs - first : per;
+                    FC_FN(fc_tile_any)(mr, kc, ap + r * kc, panel, b,
+                                       C + (i0 + r) * ldc + p * FC_NR, ldc, nc,
+                                       next + 128 * first, n < 0 ? 0 : n);
+                }
             }
         }
     }
