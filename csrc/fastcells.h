@@ -169,6 +169,15 @@ void fc_gemm_packed_f32(fc_int M, fc_int Nc, fc_int K, const float *A, fc_int ld
                         const float *packed, int beta, float *C, fc_int ldc);
 void fc_gemm_packed_f64(fc_int M, fc_int Nc, fc_int K, const double *A, fc_int lda,
                         const double *packed, int beta, double *C, fc_int ldc);
+/* C (M x Nc) = op(A) @ op(B) + beta * C for the one-off products (input projections, weight
+ * and input gradients): op(A) is A (M x K, row stride lda) or with trans_a Aᵀ for A given as
+ * (K x M); op(B) is B (K x Nc, row stride ldb) or with trans_b Bᵀ for B given as (Nc x K). The
+ * micro-kernel of fc_gemm_packed, with B packed block by block into a per-thread buffer; each
+ * element is summed in the same order however C is split among threads. */
+void fc_gemm_f32(int trans_a, int trans_b, fc_int M, fc_int Nc, fc_int K, const float *A,
+                 fc_int lda, const float *B, fc_int ldb, int beta, float *C, fc_int ldc);
+void fc_gemm_f64(int trans_a, int trans_b, fc_int M, fc_int Nc, fc_int K, const double *A,
+                 fc_int lda, const double *B, fc_int ldb, int beta, double *C, fc_int ldc);
 /* One row, no packing: y (Nc) = x (K, stride incx) @ W (K x Nc, row stride ldw) + beta * y,
  * beta 0 or 1 (the products of a batch of one; faster than BLAS's GEMV at these sizes). */
 void fc_gemv_f32(fc_int K, fc_int Nc, const float *x, fc_int incx, const float *W, fc_int ldw,

@@ -19,5 +19,13 @@ int fc_gemm_rows(void)
     return rows;
 }
 
+/* The packing buffers of fc_gemm_packed (A: FC_APACK_BYTES) and fc_gemm (A, and B: FC_BPACK_BYTES),
+ * one pair per thread, shared by both precisions: thread-local storage that the C runtime
+ * allocates for each thread on its first call (no allocation in the kernels themselves). */
+#define FC_APACK_BYTES 65536
+#define FC_BPACK_BYTES 2097152
+static _Thread_local unsigned char fc_apack_buf[FC_APACK_BYTES] __attribute__((aligned(64)));
+static _Thread_local unsigned char fc_bpack_buf[FC_BPACK_BYTES] __attribute__((aligned(64)));
+
 #define FC_IMPL "fc_gemm_impl.h"
 #include "fc_instantiate.h"

@@ -41,9 +41,15 @@ void FC_FN(fc_pack)(fc_int K, fc_int Nc, const FC_REAL *B, fc_int ldb, int trans
     }
 }
 
+/* One MR x NR tile: C[0:mr, 0:nc] = A[0:mr, 0:kc] @ panel[0:kc] + beta C (beta 0 or 1). A is
+ * packed k-major when si == 0 (element (i, k) at A[k * mr + i]: the mr broadcasts of each k are
+ * adjacent), else read in place (element (i, k) at A[i * si + k * sk]). C's rows
+ * are prefetched first (they are read at the end); along the way the tile prefetches npf
+ * 128-byte rows from pf into L2 (its share of the next panel slice). */
 static inline __attribute__((always_inline)) void
-FC_FN(fc_tile)(const int mr, fc_int kc, const FC_REAL *A, const FC_REAL *panel, int beta,
-               FC_REAL *C, fc_int ldc, fc_int nc, const char *pf, fc_int npf)
+FC_FN(fc_tile)(const int mr, fc_int kc, const FC_REAL *A, fc_int si, fc_int sk,
+               const FC_REAL *panel, int beta, FC_REAL *C, fc_int ldc, fc_int nc,
+               const char *pf, fc_int npf)
 {
     typedef FC_FN(fc_vec) vec;
     vec acc[8][2];
@@ -64,7 +70,7 @@ FC_FN(fc_tile)(const int mr, fc_int kc, const FC_REAL *A, const FC_REAL *panel, 
         }
 #pragma GCC unroll 8
         for (int i = 0; i < mr; i++) {
-            FC_REAL a = A[k * mr + i];
+            FC_REAL a = si == 0 ? A[k * mr + i] : A[i * si + k * sk];
             acc[i][0] += a * b0;
             acc[i][1] += a * b1;
         }
@@ -91,63 +97,138 @@ FC_FN(fc_tile)(const int mr, fc_int kc, const FC_REAL *A, const FC_REAL *panel, 
 }
 
 static inline __attribute__((always_inline)) void
-FC_FN(fc_tile_any)(int mr, fc_int kc, const FC_REAL *A, const FC_REAL *panel, int beta,
-                   FC_REAL *C, fc_int ldc, fc_int nc, const char *pf, fc_int npf)
+FC_FN(fc_tile_any)(int mr, fc_int kc, const FC_REAL *A, fc_int si, fc_int sk,
+                   const FC_REAL *panel, int beta, FC_REAL *C, fc_int ldc, fc_int nc,
+                   const char *pf, fc_int npf)
 {
-    switch (mr) {
-    case 8: FC_FN(fc_tile)(8, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
-    case 7: FC_FN(fc_tile)(7, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
-    case 6: FC_FN(fc_tile)(6, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
-    case 5: FC_FN(fc_tile)(5, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
-    case 4: FC_FN(fc_tile)(4, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
-    case 3: FC_FN(fc_tile)(3, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
-    case 2: FC_FN(fc_tile)(2, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
-    default: FC_FN(fc_tile)(1, kc, A, panel, beta, C, ldc, nc, pf, npf); break;
+    if (si == 0) /* packed A */
+        switch (mr) { /* a constant mr lets the compiler unroll the tile fully */
+        case 8: FC_FN(fc_tile)(8, kc, A, 0, 0, panel, beta, C, ldc, nc, pf, npf); return;
+        case 7: FC_FN(fc_tile)(7, kc, A, 0, 0, panel, beta, C, ldc, nc, pf, npf); return;
+        case 6: FC_FN(fc_tile)(6, kc, A, 0, 0, panel, beta, C, ldc, nc, pf, npf); return;
+        case 5: FC_FN(fc_tile)(5, kc, A, 0, 0, panel, beta, C, ldc, nc, pf, npf); return;
+        case 4: FC_FN(fc_tile)(4, kc, A, 0, 0, panel, beta, C, ldc, nc, pf, npf); return;
+        case 3: FC_FN(fc_tile)(3, kc, A, 0, 0, panel, beta, C, ldc, nc, pf, npf); return;
+        case 2: FC_FN(fc_tile)(2, kc, A, 0, 0, panel, beta, C, ldc, nc, pf, npf); return;
+        default: FC_FN(fc_tile)(1, kc, A, 0, 0, panel, beta, C, ldc, nc, pf, npf); return;
+        }
+    switch (mr) { /* A in place: element (i, k) at A[i * si + k * sk] */
+    case 8: FC_FN(fc_tile)(8, kc, A, si, sk, panel, beta, C, ldc, nc, pf, npf); break;
+    case 7: FC_FN(fc_tile)(7, kc, A, si, sk, panel, beta, C, ldc, nc, pf, npf); break;
+    case 6: FC_FN(fc_tile)(6, kc, A, si, sk, panel, beta, C, ldc, nc, pf, npf); break;
+    case 5: FC_FN(fc_tile)(5, kc, A, si, sk, panel, beta, C, ldc, nc, pf, npf); break;
+    case 4: FC_FN(fc_tile)(4, kc, A, si, sk, panel, beta, C, ldc, nc, pf, npf); break;
+    case 3: FC_FN(fc_tile)(3, kc, A, si, sk, panel, beta, C, ldc, nc, pf, npf); break;
+    case 2: FC_FN(fc_tile)(2, kc, A, si, sk, panel, beta, C, ldc, nc, pf, npf); break;
+    default: FC_FN(fc_tile)(1, kc, A, si, sk, panel, beta, C, ldc, nc, pf, npf); break;
     }
 }
 
-#ifndef FC_MCB
-#define FC_MCB 65536
-#endif
-#define FC_MC (FC_MCB / (fc_int)sizeof(FC_REAL) / FC_KC)
-static _Thread_local FC_REAL FC_FN(fc_apack)[FC_MC * FC_KC] __attribute__((aligned(64)));
+/* A is packed too, one block of FC_MC rows x FC_KC columns at a time (64 KB, kept in L2 while
+ * every panel passes it), into micro-panels of MR rows, each k-major (see fc_tile): the tile then
+ * reads A as one sequential stream instead of MR strided rows, and a block of many rows (an input
+ * projection) no longer streams from L2 once per panel. While a panel slice is in use, the next
+ * one is prefetched into L2, shared among the row tiles (the panels of a large B come from L3).
+ * The packing moves data only: each C element is the sum over k in order, block by block of
+ * FC_KC (then + C), whatever the blocking of rows and columns, so any split of C among threads
+ * gives the same bits. The buffers are per-thread (fc_gemm.c). */
+#define FC_MC (FC_APACK_BYTES / (fc_int)sizeof(FC_REAL) / FC_KC)
+#define FC_NCB (FC_BPACK_BYTES / (fc_int)sizeof(FC_REAL) / FC_KC / FC_NR * FC_NR)
+
+/* C[M x Nc] = op(A)[:, k0:k0+kc] @ (rows k0..k0+kc of B, packed: panel p at Bp + p*pstride)
+ * + beta C. op(A) is A (M x K, row stride lda) or, with trans_a, Aᵀ for A given as (K x M).
+ * after: the panel slice that comes after the last one (prefetched while it is used). */
+static inline __attribute__((always_inline)) void
+FC_FN(fc_macro)(fc_int M, fc_int Nc, fc_int kc, fc_int k0, const FC_REAL *A, fc_int lda,
+                int trans_a, const FC_REAL *Bp, fc_int pstride, const FC_REAL *after, int beta,
+                FC_REAL *C, fc_int ldc)
+{
+    const int MR = fc_gemm_rows();
+    FC_REAL *ap = (FC_REAL *)fc_apack_buf;
+    fc_int np = (Nc + FC_NR - 1) / FC_NR;
+    fc_int pairs = kc * FC_NR * (fc_int)sizeof(FC_REAL) / 128; /* 128-byte rows of a slice */
+    /* A narrow product (a few panels) uses A in place: packing would cost more than it saves */
+    int pack_a = np >= 8;
+    fc_int si = trans_a ? 1 : lda, sk = trans_a ? lda : 1;
+    for (fc_int i0 = 0; i0 < M; i0 += FC_MC) {
+        fc_int mc = M - i0 < FC_MC ? M - i0 : FC_MC;
+        for (fc_int r = 0; pack_a && r < mc; r += MR) { /* micro-panel r at ap + r*kc */
+            int mr = mc - r < MR ? (int)(mc - r) : MR;
+            FC_REAL *dst = ap + r * kc;
+            if (trans_a)
+                for (fc_int k = 0; k < kc; k++) {
+                    const FC_REAL *a = A + (k0 + k) * lda + i0 + r;
+                    for (int i = 0; i < mr; i++)
+                        dst[k * mr + i] = a[i];
+                }
+            else
+                for (int i = 0; i < mr; i++) {
+                    const FC_REAL *a = A + (i0 + r + i) * lda + k0;
+                    for (fc_int k = 0; k < kc; k++)
+                        dst[k * mr + i] = a[k];
+                }
+        }
+        fc_int ntiles = (mc + MR - 1) / MR, per = (pairs + ntiles - 1) / ntiles;
+        for (fc_int p = 0; p < np; p++) {
+            const FC_REAL *panel = Bp + p * pstride;
+            const char *next = (const char *)(p + 1 < np ? panel + pstride : after);
+            fc_int nc = Nc - p * FC_NR < FC_NR ? Nc - p * FC_NR : FC_NR;
+            for (fc_int r = 0, ti = 0; r < mc; r += MR, ti++) {
+                int mr = mc - r < MR ? (int)(mc - r) : MR;
+                fc_int first = ti * per, n = pairs - first < per ? pairs - first : per;
+                const FC_REAL *a = pack_a ? ap + r * kc : A + (i0 + r) * si + k0 * sk;
+                FC_FN(fc_tile_any)(mr, kc, a, pack_a ? 0 : si, sk, panel, beta,
+                                   C + (i0 + r) * ldc + p * FC_NR, ldc, nc,
+                                   next + 128 * first, n < 0 ? 0 : n);
+            }
+        }
+    }
+}
+
+/* K = 0: C = beta C. */
+static void FC_FN(fc_gemm_k0)(fc_int M, fc_int Nc, int beta, FC_REAL *C, fc_int ldc)
+{
+    for (fc_int i = 0; i < M; i++)
+        for (fc_int j = 0; j < Nc; j++)
+            C[i * ldc + j] = beta ? C[i * ldc + j] : 0;
+}
 
 FC_CLONES
 void FC_FN(fc_gemm_packed)(fc_int M, fc_int Nc, fc_int K, const FC_REAL *A, fc_int lda,
                            const FC_REAL *packed, int beta, FC_REAL *C, fc_int ldc)
 {
-    const int MR = fc_gemm_rows();
-    FC_REAL *ap = FC_FN(fc_apack);
+    if (K == 0) {
+        FC_FN(fc_gemm_k0)(M, Nc, beta, C, ldc);
+        return;
+    }
     for (fc_int k0 = 0; k0 < K; k0 += FC_KC) {
         fc_int kc = K - k0 < FC_KC ? K - k0 : FC_KC;
-        int b = k0 == 0 ? beta : 1;
-        for (fc_int i0 = 0; i0 < M; i0 += FC_MC) {
-            fc_int mc = M - i0 < FC_MC ? M - i0 : FC_MC;
-            for (fc_int r = 0; r < mc; r += MR) {
-                int mr = mc - r < MR ? (int)(mc - r) : MR;
-                for (int i = 0; i < mr; i++) {
-                    const FC_REAL *a = A + (i0 + r + i) * lda + k0;
-                    for (fc_int k = 0; k < kc; k++)
-                        ap[r * kc + k * mr + i] = a[k];
-                }
-            }
-            for (fc_int p = 0; p * FC_NR < Nc; p++) {
-                const FC_REAL *panel = packed + p * K * FC_NR + k0 * FC_NR;
-                fc_int nc = Nc - p * FC_NR < FC_NR ? Nc - p * FC_NR : FC_NR;
-                /* the next panel's slice, prefetched into L2 while this one is used: 128-byte
-                 * pairs of lines, shared among the row tiles */
-                const char *next = (const char *)(p + 1 < (Nc + FC_NR - 1) / FC_NR
-                    ? panel + K * FC_NR : (k0 + FC_KC < K ? packed + (k0 + FC_KC) * FC_NR : panel));
-                fc_int pairs = kc * FC_NR * (fc_int)sizeof(FC_REAL) / 128;
-                fc_int ntiles = (mc + MR - 1) / MR, per = (pairs + ntiles - 1) / ntiles;
-                for (fc_int r = 0, ti = 0; r < mc; r += MR, ti++) {
-                    int mr = mc - r < MR ? (int)(mc - r) : MR;
-                    fc_int first = ti * per, n = pairs - first < per ? pairs - first : per;
-                    FC_FN(fc_tile_any)(mr, kc, ap + r * kc, panel, b,
-                                       C + (i0 + r) * ldc + p * FC_NR, ldc, nc,
-                                       next + 128 * first, n < 0 ? 0 : n);
-                }
-            }
+        const FC_REAL *Bp = packed + k0 * FC_NR;
+        /* after the last panel of this block: the first of the next (or itself) */
+        const FC_REAL *after = k0 + FC_KC < K ? packed + (k0 + FC_KC) * FC_NR : Bp;
+        FC_FN(fc_macro)(M, Nc, kc, k0, A, lda, 0, Bp, K * FC_NR, after, k0 == 0 ? beta : 1, C,
+                        ldc);
+    }
+}
+
+FC_CLONES
+void FC_FN(fc_gemm)(int trans_a, int trans_b, fc_int M, fc_int Nc, fc_int K, const FC_REAL *A,
+                    fc_int lda, const FC_REAL *B, fc_int ldb, int beta, FC_REAL *C, fc_int ldc)
+{
+    FC_REAL *bp = (FC_REAL *)fc_bpack_buf;
+    if (K == 0) {
+        FC_FN(fc_gemm_k0)(M, Nc, beta, C, ldc);
+        return;
+    }
+    for (fc_int j0 = 0; j0 < Nc; j0 += FC_NCB) {
+        fc_int nc = Nc - j0 < FC_NCB ? Nc - j0 : FC_NCB;
+        for (fc_int k0 = 0; k0 < K; k0 += FC_KC) {
+            fc_int kc = K - k0 < FC_KC ? K - k0 : FC_KC;
+            /* B's block (rows k0.., columns j0..) packed: panels of kc rows */
+            FC_FN(fc_pack)(kc, nc, trans_b ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb,
+                           trans_b, bp);
+            FC_FN(fc_macro)(M, nc, kc, k0, A, lda, trans_a, bp, kc * FC_NR, bp,
+                            k0 == 0 ? beta : 1, C + j0, ldc);
         }
     }
 }
@@ -239,3 +320,5 @@ void FC_FN(fc_gemv)(fc_int K, fc_int Nc, const FC_REAL *x, fc_int incx, const FC
 #undef FC_VL
 #undef FC_NR
 #undef FC_KC
+#undef FC_MC
+#undef FC_NCB

@@ -21,6 +21,12 @@ cdef void pack(Py_ssize_t K, Py_ssize_t Nc, const floating *B, Py_ssize_t ldb, b
 cdef void gemm_packed(Py_ssize_t M, Py_ssize_t Nc, Py_ssize_t K, const floating *A,
                       Py_ssize_t lda, const floating *packed, bint beta, floating *C,
                       Py_ssize_t ldc) noexcept nogil
+# ... and for the one-off products of training (projection, weight and input gradients), the
+# same micro-kernel with B packed block by block (own_gemm): no BLAS thread pool in training,
+# and a product split among fastcells' threads gives the same bits as on one.
+cdef void own_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                   const floating *A, Py_ssize_t lda, const floating *B, Py_ssize_t ldb,
+                   bint beta, floating *C, Py_ssize_t ldc) noexcept nogil
 
 # The recurrent loops' threads (csrc/fc_pool.c, one pool in the process): parallel runs
 # task(ctx, tid, nth) on nth threads at once (fewer, down to the caller alone, when the pool

@@ -4,7 +4,8 @@ from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from ._csrc cimport fc_barrier, fc_parallel, fc_task
-from ._csrc cimport fc_gemm_packed_f32, fc_gemm_packed_f64, fc_gemm_rows, fc_pack_f32
+from ._csrc cimport fc_gemm_f32, fc_gemm_f64, fc_gemm_rows, fc_pack_f32
+from ._csrc cimport fc_gemm_packed_f32, fc_gemm_packed_f64
 from ._csrc cimport fc_gemv_f32, fc_gemv_f64, fc_pack_f64, fc_packed_size_f32
 from ._csrc cimport fc_packed_size_f64
 
@@ -91,6 +92,18 @@ cdef void gemm_packed(Py_ssize_t M, Py_ssize_t Nc, Py_ssize_t K, const floating 
         fc_gemm_packed_f64(M, Nc, K, A, lda, packed, beta, C, ldc)
 
 
+cdef void own_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                   const floating *A, Py_ssize_t lda, const floating *B, Py_ssize_t ldb,
+                   bint beta, floating *C, Py_ssize_t ldc) noexcept nogil:
+    """C = op(A) @ op(B) + beta * C (beta 0 or 1), row-major as for gemm, by csrc's fc_gemm."""
+    if M == 0 or N == 0:
+        return
+    if floating is float:
+        fc_gemm_f32(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc)
+    else:
+        fc_gemm_f64(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc)
+
+
 cdef int parallel(int nth, fc_task task, void *ctx) noexcept nogil:
     return fc_parallel(nth, task, ctx)
 
@@ -144,3 +157,17 @@ def _gemm(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C
     with nogil:
         gemm(trans_a, trans_b, M, N, K, alpha, a, max(1, A.shape[1]), b, max(1, B.shape[1]),
              beta, &C[0, 0], C.shape[1])
+
+
+def _own_gemm(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,
+              bint trans_a, bint trans_b, bint beta):
+    """Test hook: C[...] = op(A) @ op(B) + beta * C through own_gemm (shapes trusted)."""
+    cdef Py_ssize_t M = C.shape[0], N = C.shape[1]
+    cdef Py_ssize_t K = A.shape[0] if trans_a else A.shape[1]
+    cdef const floating *a = NULL if A.size == 0 else &A[0, 0]
+    cdef const floating *b = NULL if B.size == 0 else &B[0, 0]
+    if C.size == 0:
+        return
+    with nogil:
+        own_gemm(trans_a, trans_b, M, N, K, a, max(1, A.shape[1]), b, max(1, B.shape[1]), beta,
+                 &C[0, 0], C.shape[1])

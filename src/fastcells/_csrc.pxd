@@ -101,6 +101,10 @@ cdef extern from "fastcells.h" nogil:
                             const float *packed, int beta, float *C, fc_int ldc)
     void fc_gemm_packed_f64(fc_int M, fc_int Nc, fc_int K, const double *A, fc_int lda,
                             const double *packed, int beta, double *C, fc_int ldc)
+    void fc_gemm_f32(int trans_a, int trans_b, fc_int M, fc_int Nc, fc_int K, const float *A,
+                     fc_int lda, const float *B, fc_int ldb, int beta, float *C, fc_int ldc)
+    void fc_gemm_f64(int trans_a, int trans_b, fc_int M, fc_int Nc, fc_int K, const double *A,
+                     fc_int lda, const double *B, fc_int ldb, int beta, double *C, fc_int ldc)
     void fc_gemv_f32(fc_int K, fc_int Nc, const float *x, fc_int incx, const float *W,
                      fc_int ldw, int beta, float *y)
     void fc_gemv_f64(fc_int K, fc_int Nc, const double *x, fc_int incx, const double *W,
