@@ -9,7 +9,8 @@
  * t >= lengths[n] (its state is carried unchanged and its output is zero).
  *
  * These functions are the pointwise halves of each time step; the matrix products are done by
- * the callers through BLAS. They allocate nothing, never fail, and run without the GIL.
+ * the callers (fc_gemm_packed, fc_gemm, or BLAS for the one-step cells). They allocate nothing,
+ * never fail, and run without the GIL.
  * The default build compiles them three times (x86-64-v4 = AVX-512, x86-64-v3 = AVX2+FMA, and
  * baseline x86-64) and the loader picks the best the CPU has (GCC target_clones, resolved by
  * CPU features); FC_NO_CLONES turns that off (FASTCELLS_NATIVE builds).

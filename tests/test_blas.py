@@ -85,3 +85,43 @@ def test_packed_gemm(dtype, M, K, Nc, trans_b, beta, rng):
     _blas._gemm_packed(A, B, C, trans_b, beta, work)
     assert_close(C, expected.astype(dtype), "C")
     assert _blas._gemm_rows() in (2, 8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,K,Nc", [(1, 1, 1), (3, 7, 5), (9, 33, 70), (130, 300, 40),
+                                    (70, 260, 300), (5, 20, 2100), (12, 0, 9)])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("beta", [False, True])
+def test_own_gemm(dtype, M, K, Nc, trans_a, trans_b, beta, rng):
+    """fastcells' GEMM for the one-off products of training, C = op(A) @ op(B) + beta C: rows
+    across the register tile and the 64 KB A block, K across the KC blocking (and K = 0),
+    narrow products (A read in place) and wide ones (A packed; Nc = 2100 crosses the float
+    B block of 2048 columns), every transposition."""
+    A = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
+    B = rng.standard_normal((Nc, K) if trans_b else (K, Nc)).astype(dtype)
+    C = rng.standard_normal((M, Nc)).astype(dtype)
+    expected = ((A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B)
+                + (C if beta else 0))
+    _blas._own_gemm(A, B, C, trans_a, trans_b, beta)
+    assert_close(C, expected.astype(dtype), "C")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_own_gemm_bits_do_not_depend_on_the_split(dtype, trans_a, rng):
+    """The threads split a product by column panels or by rows (_seq.team_own_gemm): each
+    part must come out with the very bits of the whole product."""
+    M, K, Nc = 75, 530, 160
+    A = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
+    B = rng.standard_normal((K, Nc)).astype(dtype)
+    whole = np.zeros((M, Nc), dtype)
+    _blas._own_gemm(A, B, whole, trans_a, False, False)
+    NR = 128 // np.dtype(dtype).itemsize // 2 * 2  # two 64-byte vectors: the panel width
+    cols = np.zeros((M, Nc - NR), dtype)
+    _blas._own_gemm(A, np.ascontiguousarray(B[:, NR:]), cols, trans_a, False, False)
+    np.testing.assert_array_equal(cols, whole[:, NR:])
+    rows = np.zeros((M - 19, Nc), dtype)
+    A_rows = np.ascontiguousarray(A[:, 19:] if trans_a else A[19:])
+    _blas._own_gemm(A_rows, B, rows, trans_a, False, False)
+    np.testing.assert_array_equal(rows, whole[19:])

@@ -40,10 +40,7 @@ def _run(cell, p, nth, training, **kw):
                          ids=["batch_first", "time_major", "lengths"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "infer"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_results_do_not_depend_on_threads(cell, kw, training, dtype, restore_threads,
-                                          monkeypatch):
-    # training loops take threads only for large steps (see threads.py): lower the bar here
-    monkeypatch.setattr(threads, "MIN_WORK_PER_THREAD_TRAINING", threads.MIN_WORK_PER_THREAD)
+def test_results_do_not_depend_on_threads(cell, kw, training, dtype, restore_threads):
     rng = np.random.default_rng(7)
     N, T, D, H = 19, 70, 24, 128
     p = cell.problem(rng, N, T, D, H, dtype, time_major=kw.get("time_major", False))
@@ -55,19 +52,18 @@ def test_results_do_not_depend_on_threads(cell, kw, training, dtype, restore_thr
         for k, (a, b) in enumerate(zip(one, many)):
             np.testing.assert_array_equal(a, b, err_msg=f"result {k} with {nth} threads")
     fastcells.set_num_threads(3)  # the shape does run threaded, every cell
-    assert threads.for_loop(N, H, cell.G * H, np.empty(1), training=training) >= 2
+    assert threads.for_loop(N, H, cell.G * H, np.empty(1)) >= 2
 
 
 def test_thread_count_follows_the_work(restore_threads):
     fastcells.set_num_threads(8)
     packed, none = np.empty(1), np.empty(0)
-    assert threads.for_loop(32, 256, 1024, none) == 1          # no packed product: BLAS path
+    assert threads.for_loop(32, 256, 1024, none) == 1          # no packed product
     assert threads.for_loop(1, 512, 2048, packed) == 1         # one sequence
     assert threads.for_loop(16, 16, 64, packed) == 1           # too little work per step
     assert threads.for_loop(32, 256, 1024, packed) == 8
     assert threads.for_loop(4, 1024, 4096, packed) == 4        # at most one row each
-    assert threads.for_loop(32, 256, 1024, packed, training=True) == 1  # see threads.py
-    assert threads.for_loop(64, 1024, 4096, packed, training=True) == 8
+    assert threads.for_loop(64, 1024, 4096, packed) == 8
     fastcells.set_num_threads(1)
     assert threads.for_loop(32, 256, 1024, packed) == 1
 

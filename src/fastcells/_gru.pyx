@@ -16,7 +16,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blas cimport gemm, pack, packed_size, parallel
+from ._blas cimport pack, packed_size, parallel
 from ._fastpath cimport cell_typenum, empty
 from ._csrc cimport fc_gru_bwd_step_f32, fc_gru_bwd_step_f64
 from ._csrc cimport fc_gru_fwd_step_f32, fc_gru_fwd_step_f64
@@ -24,9 +24,9 @@ from ._csrc cimport fc_gru_rb_bwd_gates_f32, fc_gru_rb_bwd_gates_f64
 from ._csrc cimport fc_gru_rb_bwd_out_f32, fc_gru_rb_bwd_out_f64
 from ._csrc cimport fc_gru_rb_fwd_gates_f32, fc_gru_rb_fwd_gates_f64
 from ._csrc cimport fc_gru_rb_fwd_out_f32, fc_gru_rb_fwd_out_f64
-from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
+from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, lens_at, project_chunk, project_sequences, rows, scatter_reversed
-from ._seq cimport solo, sync, team_gemm, team_pack
+from ._seq cimport solo, sync, team_colsum, team_gemm, team_own_gemm, team_pack
 
 cnp.import_array()
 
@@ -207,6 +207,10 @@ cdef struct Steps:  # the arguments of the loops for the threads (void pointers:
     void *dh
     void *d
     void *w2
+    void *dX
+    void *dWx
+    void *dWh
+    void *db
     bint dbl
 
 
@@ -296,29 +300,39 @@ cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
                         bint reset_after, const floating *dY, bint has_dy, floating *dhp,
                         floating *d, floating *w2, floating *dX, floating *dWx, floating *dWh,
                         floating *db, floating *wp, int nth) noexcept nogil:
-    """w2: dU (N*T, 3H) when reset_after, else one step's drh (N, H)."""
-    cdef Py_ssize_t N = L.N, T = L.T, G3 = 3 * H, NT = N * T
+    """All of backward on a team of nth threads (backward_task). w2: dU (N*T, 3H) when
+    reset_after, else one step's drh (N, H)."""
     cdef Steps a
-    if nth > 1:
-        a.L, a.H, a.Wh, a.g, a.s, a.hp = L, H, w, <void *> G, <void *> s, <void *> hp
-        a.lens, a.reset_after, a.dY, a.has_dy, a.dh = lens, reset_after, dY, has_dy, dhp
-        a.d, a.w2, a.wp, a.dbl = d, w2, wp, floating is double
-        parallel(nth, backward_task, &a)
-    else:
-        backward_steps(solo(), L, H, w, G, s, hp, lens, reset_after, dY, has_dy, dhp, d, w2,
-                       wp)
+    a.L, a.D, a.H, a.X, a.Wx, a.Wh = L, D, H, X, Wx, w
+    a.g, a.s, a.hp = <void *> G, <void *> s, <void *> hp  # (only read)
+    a.lens, a.reset_after, a.dY, a.has_dy, a.dh = lens, reset_after, dY, has_dy, dhp
+    a.d, a.w2, a.wp = d, w2, wp
+    a.dX, a.dWx, a.dWh, a.db, a.dbl = dX, dWx, dWh, db, floating is double
+    parallel(nth, backward_task, &a)
+
+
+cdef void backward_all(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
+                       const floating *Wx, const floating *w, const floating *G,
+                       const floating *s, const floating *hp, const int64_t *lens,
+                       bint reset_after, const floating *dY, bint has_dy, floating *dhp,
+                       floating *d, floating *w2, floating *dX, floating *dWx, floating *dWh,
+                       floating *db, floating *wp) noexcept nogil:
+    """The steps (backward_steps), then the one-off products on the same team."""
+    cdef Py_ssize_t G3 = 3 * H, NT = L.N * L.T
+    backward_steps(tm, L, H, w, G, s, hp, lens, reset_after, dY, has_dy, dhp, d, w2, wp)
+    sync(tm)
     # dWx = Xᵀ @ dA;  dX = dA @ Wxᵀ;  db (input side) = dA.sum(0)
-    gemm(True, False, D, G3, NT, 1, X, D, d, G3, 0, dWx, G3)
-    gemm(False, True, NT, D, G3, 1, d, G3, Wx, G3, 0, dX, D)
-    colsum(NT, G3, d, G3, db)
+    team_own_gemm(tm, True, False, D, G3, NT, X, D, d, G3, dWx, G3)
+    team_own_gemm(tm, False, True, NT, D, G3, d, G3, Wx, G3, dX, D)
+    team_colsum(tm, NT, G3, d, G3, db)
     if reset_after:
         # dWh = Hpᵀ @ dU;  db[1] = dU.sum(0)
-        gemm(True, False, H, G3, NT, 1, hp, H, w2, G3, 0, dWh, G3)
-        colsum(NT, G3, w2, G3, db + G3)
+        team_own_gemm(tm, True, False, H, G3, NT, hp, H, w2, G3, dWh, G3)
+        team_colsum(tm, NT, G3, w2, G3, db + G3)
     else:
         # dWh[:, :2H] = Hpᵀ @ dA[:, :2H];  dWh[:, 2H:] = RHᵀ @ dA[:, 2H:]
-        gemm(True, False, H, 2 * H, NT, 1, hp, H, d, G3, 0, dWh, G3)
-        gemm(True, False, H, H, NT, 1, s, H, d + 2 * H, G3, 0, dWh + 2 * H, G3)
+        team_own_gemm(tm, True, False, H, 2 * H, NT, hp, H, d, G3, dWh, G3)
+        team_own_gemm(tm, True, False, H, H, NT, s, H, d + 2 * H, G3, dWh + 2 * H, G3)
 
 
 cdef void infer_steps(Team tm, Py_ssize_t N, Py_ssize_t H, Py_ssize_t t0, Py_ssize_t t1,
@@ -365,6 +379,15 @@ cdef void forward_task(void *arg, int tid, int nth) noexcept nogil:
     cdef Steps *a = <Steps *> arg
     cdef Team tm
     tm.tid, tm.nth = tid, nth
+    cdef Py_ssize_t NT = a.L.N * a.L.T, D = a.D, G3 = 3 * a.H
+    # G = X @ Wx  (all steps: X and G share the layout)
+    if a.dbl:
+        team_own_gemm(tm, False, False, NT, G3, D, <const double *> a.X, D,
+                      <const double *> a.Wx, G3, <double *> a.g, G3)
+    else:
+        team_own_gemm(tm, False, False, NT, G3, D, <const float *> a.X, D,
+                      <const float *> a.Wx, G3, <float *> a.g, G3)
+    sync(tm)
     if a.dbl:
         forward_steps(tm, a.L, a.H, <const double *> a.Wh, <const double *> a.b, a.lens,
                       a.reset_after, <double *> a.Y, <double *> a.g, <double *> a.s,
@@ -380,15 +403,19 @@ cdef void backward_task(void *arg, int tid, int nth) noexcept nogil:
     cdef Team tm
     tm.tid, tm.nth = tid, nth
     if a.dbl:
-        backward_steps(tm, a.L, a.H, <const double *> a.Wh, <const double *> a.g,
-                       <const double *> a.s, <const double *> a.hp, a.lens, a.reset_after,
-                       <const double *> a.dY, a.has_dy, <double *> a.dh, <double *> a.d,
-                       <double *> a.w2, <double *> a.wp)
+        backward_all(tm, a.L, a.D, a.H, <const double *> a.X, <const double *> a.Wx,
+                     <const double *> a.Wh, <const double *> a.g, <const double *> a.s,
+                     <const double *> a.hp, a.lens, a.reset_after, <const double *> a.dY,
+                     a.has_dy, <double *> a.dh, <double *> a.d, <double *> a.w2,
+                     <double *> a.dX, <double *> a.dWx, <double *> a.dWh, <double *> a.db,
+                     <double *> a.wp)
     else:
-        backward_steps(tm, a.L, a.H, <const float *> a.Wh, <const float *> a.g,
-                       <const float *> a.s, <const float *> a.hp, a.lens, a.reset_after,
-                       <const float *> a.dY, a.has_dy, <float *> a.dh, <float *> a.d,
-                       <float *> a.w2, <float *> a.wp)
+        backward_all(tm, a.L, a.D, a.H, <const float *> a.X, <const float *> a.Wx,
+                     <const float *> a.Wh, <const float *> a.g, <const float *> a.s,
+                     <const float *> a.hp, a.lens, a.reset_after, <const float *> a.dY,
+                     a.has_dy, <float *> a.dh, <float *> a.d, <float *> a.w2,
+                     <float *> a.dX, <float *> a.dWx, <float *> a.dWh, <float *> a.db,
+                     <float *> a.wp)
 
 
 cdef void infer_task(void *arg, int tid, int nth) noexcept nogil:
@@ -425,13 +452,12 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
     cdef Steps a
-    a.L, a.H, a.Wh, a.b, a.reset_after = L, H, &Wh[0, 0], &b[0], reset_after
+    a.L, a.D, a.H, a.X, a.Wx = L, D, H, cptr(X), cptr(Wx)
+    a.Wh, a.b, a.reset_after = &Wh[0, 0], &b[0], reset_after
     a.lens = NULL if lengths is None else &lengths[0]
     a.Y, a.g, a.s, a.hp, a.U, a.hT = &Y[0, 0], &G[0, 0], &S[0, 0], &Hp[0, 0], &U[0, 0], &hT[0, 0]
     a.wp, a.dbl = packed_or_null(Wp), floating is double
-    with nogil:
-        # G = X @ Wx  (all steps)
-        project(L, cptr(X), D, 0, T, cptr(Wx), 3 * H, &G[0, 0], L.ts * 3 * H, L.ns * 3 * H)
+    with nogil:  # the input projection, then the steps, on a team (forward_task)
         parallel(nth, forward_task, &a)
 
 

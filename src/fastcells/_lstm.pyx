@@ -23,13 +23,13 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blas cimport gemm, pack, parallel
+from ._blas cimport pack, parallel
 from ._fastpath cimport cell_typenum, empty
 from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
-from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
+from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, lens_at, project_chunk, rows, scatter_reversed, solo, sync
-from ._seq cimport project_sequences, team_gemm, team_pack
+from ._seq cimport project_sequences, team_colsum, team_gemm, team_own_gemm, team_pack
 
 cnp.import_array()
 
@@ -106,6 +106,10 @@ cdef struct Steps:
     void *dh
     void *dc
     void *A
+    void *dX
+    void *dWx
+    void *dWh
+    void *db
     bint dbl
 
 
@@ -175,27 +179,45 @@ cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
                         const int64_t *lens, const floating *dY, bint has_dy, floating *dh,
                         floating *dc, floating *A, floating *dX, floating *dWx,
                         floating *dWh, floating *db, floating *wp, int nth) noexcept nogil:
-    cdef Py_ssize_t N = L.N, T = L.T, G4 = 4 * H
+    """All of backward on a team of nth threads (backward_task)."""
     cdef Steps s
-    if nth > 1:
-        s.L, s.H, s.Wh, s.lens = L, H, Wh, lens
-        s.G, s.hp, s.cp, s.TC = <void *> G, <void *> hp, <void *> cp, <void *> TC  # only read
-        s.dY, s.has_dy, s.dh, s.dc, s.A, s.wp = dY, has_dy, dh, dc, A, wp
-        s.dbl = floating is double
-        parallel(nth, backward_task, &s)
-    else:
-        backward_steps(solo(), L, H, Wh, G, hp, cp, TC, lens, dY, has_dy, dh, dc, A, wp)
+    s.L, s.D, s.H, s.X, s.Wx, s.Wh, s.lens = L, D, H, X, Wx, Wh, lens
+    s.G, s.hp, s.cp, s.TC = <void *> G, <void *> hp, <void *> cp, <void *> TC  # only read
+    s.dY, s.has_dy, s.dh, s.dc, s.A, s.wp = dY, has_dy, dh, dc, A, wp
+    s.dX, s.dWx, s.dWh, s.db, s.dbl = dX, dWx, dWh, db, floating is double
+    parallel(nth, backward_task, &s)
+
+
+cdef void backward_all(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
+                       const floating *Wx, const floating *Wh, const floating *G,
+                       const floating *hp, const floating *cp, const floating *TC,
+                       const int64_t *lens, const floating *dY, bint has_dy, floating *dh,
+                       floating *dc, floating *A, floating *dX, floating *dWx,
+                       floating *dWh, floating *db, floating *wp) noexcept nogil:
+    """The steps (backward_steps), then the one-off products on the same team."""
+    cdef Py_ssize_t NT = L.N * L.T, G4 = 4 * H
+    backward_steps(tm, L, H, Wh, G, hp, cp, TC, lens, dY, has_dy, dh, dc, A, wp)
+    sync(tm)
     # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
-    gemm(True, False, D, G4, N * T, 1, X, D, A, G4, 0, dWx, G4)
-    gemm(True, False, H, G4, N * T, 1, hp, H, A, G4, 0, dWh, G4)
-    gemm(False, True, N * T, D, G4, 1, A, G4, Wx, G4, 0, dX, D)
-    colsum(N * T, G4, A, G4, db)
+    team_own_gemm(tm, True, False, D, G4, NT, X, D, A, G4, dWx, G4)
+    team_own_gemm(tm, True, False, H, G4, NT, hp, H, A, G4, dWh, G4)
+    team_own_gemm(tm, False, True, NT, D, G4, A, G4, Wx, G4, dX, D)
+    team_colsum(tm, NT, G4, A, G4, db)
 
 
 cdef void forward_task(void *arg, int tid, int nth) noexcept nogil:
     cdef Steps *s = <Steps *> arg
     cdef Team tm
     tm.tid, tm.nth = tid, nth
+    cdef Py_ssize_t NT = s.L.N * s.L.T, D = s.D, G4 = 4 * s.H
+    # gates = X @ Wx  (all steps: X and the gates share the layout)
+    if s.dbl:
+        team_own_gemm(tm, False, False, NT, G4, D, <const double *> s.X, D,
+                      <const double *> s.Wx, G4, <double *> s.G, G4)
+    else:
+        team_own_gemm(tm, False, False, NT, G4, D, <const float *> s.X, D,
+                      <const float *> s.Wx, G4, <float *> s.G, G4)
+    sync(tm)
     if s.dbl:
         forward_steps(tm, s.L, s.H, <const double *> s.Wh, <const double *> s.b, s.lens,
                       <double *> s.Y, <double *> s.G, <double *> s.hp, <double *> s.cp,
@@ -211,15 +233,19 @@ cdef void backward_task(void *arg, int tid, int nth) noexcept nogil:
     cdef Team tm
     tm.tid, tm.nth = tid, nth
     if s.dbl:
-        backward_steps(tm, s.L, s.H, <const double *> s.Wh, <const double *> s.G,
-                       <const double *> s.hp, <const double *> s.cp, <const double *> s.TC,
-                       s.lens, <const double *> s.dY, s.has_dy, <double *> s.dh,
-                       <double *> s.dc, <double *> s.A, <double *> s.wp)
+        backward_all(tm, s.L, s.D, s.H, <const double *> s.X, <const double *> s.Wx,
+                     <const double *> s.Wh, <const double *> s.G, <const double *> s.hp,
+                     <const double *> s.cp, <const double *> s.TC, s.lens,
+                     <const double *> s.dY, s.has_dy, <double *> s.dh, <double *> s.dc,
+                     <double *> s.A, <double *> s.dX, <double *> s.dWx, <double *> s.dWh,
+                     <double *> s.db, <double *> s.wp)
     else:
-        backward_steps(tm, s.L, s.H, <const float *> s.Wh, <const float *> s.G,
-                       <const float *> s.hp, <const float *> s.cp, <const float *> s.TC,
-                       s.lens, <const float *> s.dY, s.has_dy, <float *> s.dh,
-                       <float *> s.dc, <float *> s.A, <float *> s.wp)
+        backward_all(tm, s.L, s.D, s.H, <const float *> s.X, <const float *> s.Wx,
+                     <const float *> s.Wh, <const float *> s.G, <const float *> s.hp,
+                     <const float *> s.cp, <const float *> s.TC, s.lens,
+                     <const float *> s.dY, s.has_dy, <float *> s.dh, <float *> s.dc,
+                     <float *> s.A, <float *> s.dX, <float *> s.dWx, <float *> s.dWh,
+                     <float *> s.db, <float *> s.wp)
 
 
 cdef void infer_steps(Team tm, Py_ssize_t N, Py_ssize_t H, Py_ssize_t t0, Py_ssize_t t1,
@@ -294,14 +320,11 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
     cdef Steps s
-    s.L, s.H, s.Wh, s.b = L, H, &Wh[0, 0], &b[0]
+    s.L, s.D, s.H, s.X, s.Wx, s.Wh, s.b = L, D, H, cptr(X), cptr(Wx), &Wh[0, 0], &b[0]
     s.lens = NULL if lengths is None else &lengths[0]
     s.Y, s.G, s.hp, s.cp, s.TC = &Y[0, 0], &gates[0, 0], &Hp[0, 0], &Cp[0, 0], &TC[0, 0]
     s.hT, s.cT, s.wp, s.dbl = &hT[0, 0], &cT[0, 0], packed_or_null(Wp), floating is double
-    with nogil:
-        # gates = X @ Wx  (all steps)
-        project(L, cptr(X), D, 0, T, cptr(Wx), 4 * H, &gates[0, 0], L.ts * 4 * H,
-                L.ns * 4 * H)
+    with nogil:  # the input projection, then the steps, on a team (forward_task)
         parallel(nth, forward_task, &s)
 
 

@@ -9,13 +9,13 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blas cimport gemm, pack, parallel
+from ._blas cimport pack, parallel
 from ._fastpath cimport cell_typenum, empty
 from ._csrc cimport fc_rnn_bwd_step_f32, fc_rnn_bwd_step_f64
 from ._csrc cimport fc_rnn_fwd_step_f32, fc_rnn_fwd_step_f64
-from ._seq cimport Layout, colsum, cptr, data, make_layout, packed_or_null, project, ptr
+from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, panels, project_chunk, project_sequences, rows, scatter_reversed
-from ._seq cimport solo, sync, team_gemm, team_pack
+from ._seq cimport solo, sync, team_colsum, team_gemm, team_own_gemm, team_pack
 
 cnp.import_array()
 
@@ -70,6 +70,10 @@ cdef struct Steps:  # the arguments of the loops for the threads (void pointers:
     bint has_dy
     void *dh
     void *P
+    void *dX
+    void *dWx
+    void *dWh
+    void *db
     bint dbl
 
 
@@ -131,19 +135,30 @@ cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
                         const floating *hp, const int64_t *lens, int act, const floating *dY,
                         bint has_dy, floating *dh, floating *d, floating *dX, floating *dWx,
                         floating *dWh, floating *db, floating *wp, int nth) noexcept nogil:
-    cdef Py_ssize_t N = L.N, T = L.T
+    """All of backward on a team of nth threads (backward_task)."""
     cdef Steps s
-    if nth > 1:
-        s.L, s.H, s.act, s.Wh, s.A, s.lens = L, H, act, Wh, <void *> A, lens
-        s.dY, s.has_dy, s.dh, s.P, s.wp, s.dbl = dY, has_dy, dh, d, wp, floating is double
-        parallel(nth, backward_task, &s)
-    else:
-        backward_steps(solo(), L, H, act, Wh, A, lens, dY, has_dy, dh, d, wp)
+    s.L, s.D, s.H, s.act, s.X, s.Wx, s.Wh, s.A = L, D, H, act, X, Wx, Wh, <void *> A
+    s.hp, s.lens = <void *> hp, lens  # (only read)
+    s.dY, s.has_dy, s.dh, s.P, s.wp = dY, has_dy, dh, d, wp
+    s.dX, s.dWx, s.dWh, s.db, s.dbl = dX, dWx, dWh, db, floating is double
+    parallel(nth, backward_task, &s)
+
+
+cdef void backward_all(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, int act,
+                       const floating *X, const floating *Wx, const floating *Wh,
+                       const floating *A, const floating *hp, const int64_t *lens,
+                       const floating *dY, bint has_dy, floating *dh, floating *d,
+                       floating *dX, floating *dWx, floating *dWh, floating *db,
+                       floating *wp) noexcept nogil:
+    """The steps (backward_steps), then the one-off products on the same team."""
+    cdef Py_ssize_t NT = L.N * L.T
+    backward_steps(tm, L, H, act, Wh, A, lens, dY, has_dy, dh, d, wp)
+    sync(tm)
     # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
-    gemm(True, False, D, H, N * T, 1, X, D, d, H, 0, dWx, H)
-    gemm(True, False, H, H, N * T, 1, hp, H, d, H, 0, dWh, H)
-    gemm(False, True, N * T, D, H, 1, d, H, Wx, H, 0, dX, D)
-    colsum(N * T, H, d, H, db)
+    team_own_gemm(tm, True, False, D, H, NT, X, D, d, H, dWx, H)
+    team_own_gemm(tm, True, False, H, H, NT, hp, H, d, H, dWh, H)
+    team_own_gemm(tm, False, True, NT, D, H, d, H, Wx, H, dX, D)
+    team_colsum(tm, NT, H, d, H, db)
 
 
 cdef void infer_steps(Team tm, Py_ssize_t N, Py_ssize_t H, int act, Py_ssize_t t0,
@@ -187,6 +202,15 @@ cdef void forward_task(void *arg, int tid, int nth) noexcept nogil:
     cdef Steps *s = <Steps *> arg
     cdef Team tm
     tm.tid, tm.nth = tid, nth
+    cdef Py_ssize_t NT = s.L.N * s.L.T, D = s.D, H = s.H
+    # A = X @ Wx  (all steps: X and A share the layout)
+    if s.dbl:
+        team_own_gemm(tm, False, False, NT, H, D, <const double *> s.X, D,
+                      <const double *> s.Wx, H, <double *> s.A, H)
+    else:
+        team_own_gemm(tm, False, False, NT, H, D, <const float *> s.X, D,
+                      <const float *> s.Wx, H, <float *> s.A, H)
+    sync(tm)
     if s.dbl:
         forward_steps(tm, s.L, s.H, s.act, <const double *> s.Wh, <const double *> s.b, s.lens,
                       <double *> s.Y, <double *> s.A, <double *> s.hp, <double *> s.hT,
@@ -202,13 +226,17 @@ cdef void backward_task(void *arg, int tid, int nth) noexcept nogil:
     cdef Team tm
     tm.tid, tm.nth = tid, nth
     if s.dbl:
-        backward_steps(tm, s.L, s.H, s.act, <const double *> s.Wh, <const double *> s.A,
-                       s.lens, <const double *> s.dY, s.has_dy, <double *> s.dh,
-                       <double *> s.P, <double *> s.wp)
+        backward_all(tm, s.L, s.D, s.H, s.act, <const double *> s.X, <const double *> s.Wx,
+                     <const double *> s.Wh, <const double *> s.A, <const double *> s.hp,
+                     s.lens, <const double *> s.dY, s.has_dy, <double *> s.dh,
+                     <double *> s.P, <double *> s.dX, <double *> s.dWx, <double *> s.dWh,
+                     <double *> s.db, <double *> s.wp)
     else:
-        backward_steps(tm, s.L, s.H, s.act, <const float *> s.Wh, <const float *> s.A,
-                       s.lens, <const float *> s.dY, s.has_dy, <float *> s.dh,
-                       <float *> s.P, <float *> s.wp)
+        backward_all(tm, s.L, s.D, s.H, s.act, <const float *> s.X, <const float *> s.Wx,
+                     <const float *> s.Wh, <const float *> s.A, <const float *> s.hp,
+                     s.lens, <const float *> s.dY, s.has_dy, <float *> s.dh,
+                     <float *> s.P, <float *> s.dX, <float *> s.dWx, <float *> s.dWh,
+                     <float *> s.db, <float *> s.wp)
 
 
 cdef void infer_task(void *arg, int tid, int nth) noexcept nogil:
@@ -243,13 +271,12 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
     cdef Steps s
-    s.L, s.H, s.act, s.Wh, s.b = L, H, act, &Wh[0, 0], &b[0]
+    s.L, s.D, s.H, s.act, s.X, s.Wx = L, D, H, act, cptr(X), cptr(Wx)
+    s.Wh, s.b = &Wh[0, 0], &b[0]
     s.lens = NULL if lengths is None else &lengths[0]
     s.Y, s.A, s.hp, s.hT = &Y[0, 0], &A[0, 0], &Hp[0, 0], &hT[0, 0]
     s.wp, s.dbl = packed_or_null(Wp), floating is double
-    with nogil:
-        # A = X @ Wx  (all steps)
-        project(L, cptr(X), D, 0, T, cptr(Wx), H, &A[0, 0], L.ts * H, L.ns * H)
+    with nogil:  # the input projection, then the steps, on a team (forward_task)
         parallel(nth, forward_task, &s)
 
 

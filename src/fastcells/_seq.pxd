@@ -17,7 +17,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
-from ._blas cimport barrier, gemm, gemm_packed, pack, packed_size
+from ._blas cimport barrier, gemm, gemm_packed, own_gemm, pack, packed_size
 from ._csrc cimport fc_colsum_f32, fc_colsum_f64
 
 
@@ -121,6 +121,48 @@ cdef inline void team_gemm(Team tm, Py_ssize_t N, Py_ssize_t Nc, Py_ssize_t K,
         gemm_packed(N, c1 - c0, K, A, lda, packed + offset, beta, C + c0, ldc)
 
 
+cdef inline void colsum(Py_ssize_t rows, Py_ssize_t cols, const floating *A, Py_ssize_t lda,
+                        floating *out) noexcept nogil:
+    """out = A.sum(axis=0) for a (rows, cols) matrix with row stride lda."""
+    if floating is float:
+        fc_colsum_f32(rows, cols, A, lda, out)
+    else:
+        fc_colsum_f64(rows, cols, A, lda, out)
+
+
+cdef inline void team_own_gemm(Team tm, bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t Nc,
+                               Py_ssize_t K, const floating *A, Py_ssize_t lda,
+                               const floating *B, Py_ssize_t ldb, floating *C,
+                               Py_ssize_t ldc) noexcept nogil:
+    """C = op(A) @ op(B) (own_gemm) by the whole team: each thread its own column panels, or,
+    for a product narrower than two panels a thread, its own rows; no barrier. Every element is
+    summed in the same order whatever the split (fc_gemm), so the bits do not depend on nth."""
+    cdef Py_ssize_t c0, c1, offset, r0, r1
+    cdef Py_ssize_t NR = packed_size(<floating> 0, 1, 1)
+    if tm.nth == 1 or M == 0 or Nc == 0 or K == 0:  # (an empty product: zeros, by one thread)
+        if tm.tid == 0:
+                own_gemm(trans_a, trans_b, M, Nc, K, A, lda, B, ldb, 0, C, ldc)
+    elif Nc >= 2 * NR * tm.nth:
+        panels(tm, <floating> 0, K, Nc, &c0, &c1, &offset)
+        if c1 > c0:
+            own_gemm(trans_a, trans_b, M, c1 - c0, K, A, lda, B + (c0 * ldb if trans_b else c0),
+                     ldb, 0, C + c0, ldc)
+    else:
+        rows(tm, M, &r0, &r1)
+        if r1 > r0:
+            own_gemm(trans_a, trans_b, r1 - r0, Nc, K, A + (r0 if trans_a else r0 * lda), lda,
+                     B, ldb, 0, C + r0 * ldc, ldc)
+
+
+cdef inline void team_colsum(Team tm, Py_ssize_t rows_, Py_ssize_t cols, const floating *A,
+                             Py_ssize_t lda, floating *out) noexcept nogil:
+    """colsum by the whole team, each thread its own columns; no barrier."""
+    cdef Py_ssize_t c0, c1
+    rows(tm, cols, &c0, &c1)
+    if c1 > c0:
+        colsum(rows_, c1 - c0, A + c0, lda, out + c0)
+
+
 cdef inline void project_sequences(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t0,
                                    Py_ssize_t t1, Py_ssize_t n0, Py_ssize_t n1,
                                    const floating *W, Py_ssize_t GW, floating *P,
@@ -215,15 +257,6 @@ cdef inline void scatter_reversed(Layout L, const floating *Ys, Py_ssize_t H,
     for n in range(L.N):
         memcpy(Y + (rev_pos(L, lens, n, t) * L.ts + n * L.ns) * H, Ys + n * H,
                H * sizeof(floating))
-
-
-cdef inline void colsum(Py_ssize_t rows, Py_ssize_t cols, const floating *A, Py_ssize_t lda,
-                        floating *out) noexcept nogil:
-    """out = A.sum(axis=0) for a (rows, cols) matrix with row stride lda."""
-    if floating is float:
-        fc_colsum_f32(rows, cols, A, lda, out)
-    else:
-        fc_colsum_f64(rows, cols, A, lda, out)
 
 
 # Pointers to the first element (NULL when empty: a zero-width X has no element, and BLAS

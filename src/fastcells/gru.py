@@ -93,7 +93,7 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
         h = np.empty_like(h)
         _gru.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                            reset_after, Y, cache.gates, cache.extra, cache.h_prev, U, h, Wp,
-                           nth=threads.for_loop(N, H, 3 * H, Wp, training=True))
+                           nth=threads.for_loop(N, H, 3 * H, Wp))
     return seq.order(hs), h, cache
 
 
@@ -118,5 +118,5 @@ def gru_backward(cache, dhs, dh_T=None):
         _gru.backward(c.X, c.Wx, c.Wh, c.gates, c.extra, c.h_prev, c.lengths, c.N, c.T,
                       c.time_major, reset_after, bw.dY, bw.has_dy, dh, dA, W2, bw.dX,
                       bw.dWx, bw.dWh, bw.db.reshape(-1), Wp,
-                      nth=threads.for_loop(c.N, c.H, 3 * c.H, Wp, training=True))
+                      nth=threads.for_loop(c.N, c.H, 3 * c.H, Wp))
     return GRUGrads(bw.dxs, bw.dWx, bw.dWh, bw.db, dh)

@@ -74,7 +74,7 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
         h, c = np.empty_like(h), np.empty_like(c)
         _lstm.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, Y,
                             cache.gates, cache.h_prev, cache.c_prev, cache.tanh_c, h, c, Wp,
-                            nth=threads.for_loop(N, H, 4 * H, Wp, training=True))
+                            nth=threads.for_loop(N, H, 4 * H, Wp))
     return seq.order(hs), (h, c), cache
 
 
@@ -102,5 +102,5 @@ def lstm_backward(cache, dhs, dh_T=None, dc_T=None):
         _lstm.backward(c.X, c.Wx, c.Wh, c.gates, c.h_prev, c.c_prev, c.tanh_c, c.lengths,
                        c.N, c.T, c.time_major, bw.dY, bw.has_dy, dh, dc, dA,
                        bw.dX, bw.dWx, bw.dWh, bw.db, Wp,
-                       nth=threads.for_loop(c.N, c.H, 4 * c.H, Wp, training=True))
+                       nth=threads.for_loop(c.N, c.H, 4 * c.H, Wp))
     return LSTMGrads(bw.dxs, bw.dWx, bw.dWh, bw.db, dh, dc)

@@ -79,7 +79,7 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
         h = np.empty_like(h)
         _rnn.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, act,
                            Y, cache.h_next, cache.h_prev, h, Wp,
-                           nth=threads.for_loop(N, H, H, Wp, training=True))
+                           nth=threads.for_loop(N, H, H, Wp))
     return seq.order(hs), h, cache
 
 
@@ -98,5 +98,5 @@ def rnn_backward(cache, dhs, dh_T=None):
         Wp = packed_weights(c.dtype, c.N, c.T, (c.H, c.H))
         _rnn.backward(c.X, c.Wx, c.Wh, c.h_next, c.h_prev, c.lengths, c.N, c.T, c.time_major,
                       c.act, bw.dY, bw.has_dy, dh, dA, bw.dX, bw.dWx, bw.dWh, bw.db, Wp,
-                      nth=threads.for_loop(c.N, c.H, c.H, Wp, training=True))
+                      nth=threads.for_loop(c.N, c.H, c.H, Wp))
     return RNNGrads(bw.dxs, bw.dWx, bw.dWh, bw.db, dh)

@@ -6,12 +6,13 @@ after each. Every number is computed by one thread in the same order whatever th
 results are bitwise identical for any setting. The default is ``OMP_NUM_THREADS`` when set,
 else the cores this process may run on.
 
-The large one-off products (input projection, weight gradients, dxs) stay with SciPy's BLAS,
-outside the threaded loops, with BLAS's own threads (``OPENBLAS_NUM_THREADS``); fastcells'
-threads never call BLAS, so the two never run at once. A loop stays on one thread when its
-per-step work is too small to pay for the barriers (a batch of one, small H; training loops
-need far more, see MIN_WORK_PER_THREAD_TRAINING), and when another thread of the process is
-already running a threaded loop (the pool is shared; results are the same either way).
+The one-off products of training (input projection, weight gradients, dxs) run on the same
+threads, through fastcells' own GEMM (split by column panels, or rows for narrow products), so
+training calls no BLAS: OpenBLAS's thread pool, whose idle workers keep spinning for ~0.1 s
+after each multi-threaded call, no longer contends with fastcells' threads. A loop stays on one
+thread when its per-step work is too small to pay for the barriers (a batch of one, small H),
+and when another thread of the process is already running a threaded loop (the pool is
+shared; results are the same either way).
 """
 import operator
 import os
@@ -21,13 +22,6 @@ __all__ = ["set_num_threads", "get_num_threads"]
 # Below this many multiply-adds of the recurrent product per thread and step, another thread
 # costs more in synchronization (two barriers per step, ~1 µs each) than it saves.
 MIN_WORK_PER_THREAD = 1 << 17
-# Training loops sit between BLAS calls (the input projection before, the weight gradients
-# after), and OpenBLAS's idle workers keep spinning for ~0.1 s after each multi-threaded call,
-# contending for the cores with fastcells' threads: measured on 2 cores with
-# OPENBLAS_NUM_THREADS=2, 2 threads made the (32, 100, 128, 256) training step 1.2-1.6x
-# slower for every cell and the (64, 50, 512, 1024) one 1.1-1.3x faster. So training loops
-# take more threads only from this much work per thread and step.
-MIN_WORK_PER_THREAD_TRAINING = 1 << 24
 
 
 def _default_threads():
@@ -62,15 +56,13 @@ def get_num_threads():
     return _num_threads
 
 
-def for_loop(N, H, GH, packed, training=False):
+def for_loop(N, H, GH, packed):
     """Threads for a loop whose per-step product is (N x H) @ (H x GH) (backward: its
-    transpose): 1 without a packed product (a batch of one or a single step: BLAS's path),
-    else as many as the setting allows while each keeps a row of the batch, a panel (16
-    columns) of the narrower side of the product and MIN_WORK_PER_THREAD multiply-adds
-    (MIN_WORK_PER_THREAD_TRAINING for the training loops, forward and backward)."""
+    transpose), training or inference: 1 without a packed product (a batch of one or a single
+    step), else as many as the setting allows while each keeps a row of the batch, a panel (16
+    columns) of the narrower side of the product and MIN_WORK_PER_THREAD multiply-adds."""
     if packed.size == 0:
         return 1
     work = N * H * GH
-    least = MIN_WORK_PER_THREAD_TRAINING if training else MIN_WORK_PER_THREAD
-    nth = min(_num_threads, N, max(1, min(H, GH) // 16), max(1, work // least))
+    nth = min(_num_threads, N, max(1, min(H, GH) // 16), max(1, work // MIN_WORK_PER_THREAD))
     return max(1, nth)
