@@ -141,7 +141,7 @@ cdef inline void team_own_gemm(Team tm, bint trans_a, bint trans_b, Py_ssize_t M
     cdef Py_ssize_t NR = packed_size(<floating> 0, 1, 1)
     if tm.nth == 1 or M == 0 or Nc == 0 or K == 0:  # (an empty product: zeros, by one thread)
         if tm.tid == 0:
-                own_gemm(trans_a, trans_b, M, Nc, K, A, lda, B, ldb, 0, C, ldc)
+            own_gemm(trans_a, trans_b, M, Nc, K, A, lda, B, ldb, 0, C, ldc)
     elif Nc >= 2 * NR * tm.nth:
         panels(tm, <floating> 0, K, Nc, &c0, &c1, &offset)
         if c1 > c0:
