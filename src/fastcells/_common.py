@@ -85,30 +85,37 @@ def scratch(shape, dtype, slot=0):
     return buf[:n].reshape(shape)
 
 
+# "No buffer" for the kernels' optional work arguments, one (0,) and one (0, 0) array per
+# dtype: shared, since nothing can be written to an array without elements.
+_NONE = {np.dtype(t): (np.empty(0, t), np.empty((0, 0), t)) for t in (np.float32, np.float64)}
+
+
 def chunk_buffer(seq, width):
-    """The inference work buffer: the gates of min(T, INFERENCE_CHUNK) steps."""
-    return aligned_empty((min(seq.T, INFERENCE_CHUNK) * seq.N, width), seq.dtype)
+    """The inference work buffer: the gates of min(T, INFERENCE_CHUNK) steps (scratch)."""
+    return scratch((min(seq.T, INFERENCE_CHUNK) * seq.N, width), seq.dtype, slot="chunk")
 
 
 def reverse_buffers(seq):
     """The inference work buffers of reverse=True (see _seq.project_reversed and
     scatter_reversed): Xr, one chunk's input rows gathered in processing order
     ((min(T, INFERENCE_CHUNK)*N, D)), and Ys, one step's outputs before they go to their
-    positions ((N, H)). Empty without reverse."""
+    positions ((N, H)); scratch. Empty without reverse."""
     if not seq.reverse:
-        return np.empty((0, seq.D), seq.dtype), np.empty((0, seq.H), seq.dtype)
-    return (aligned_empty((min(seq.T, INFERENCE_CHUNK) * seq.N, seq.D), seq.dtype),
-            aligned_empty((seq.N, seq.H), seq.dtype))
+        return _NONE[seq.dtype][1], _NONE[seq.dtype][1]
+    return (scratch((min(seq.T, INFERENCE_CHUNK) * seq.N, seq.D), seq.dtype, slot="Xr"),
+            scratch((seq.N, seq.H), seq.dtype, slot="Ys"))
 
 
-def packed_weights(dtype, N, T, *products):
-    """The work buffer for the recurrent weights, packed once per call for the per-step
-    products (K, Nc) listed (see _blas.pack): empty, which makes the kernels use BLAS per step,
-    for a single sequence (BLAS's GEMV is faster there) or a single step (packing would cost
-    more than it saves)."""
+def packed_weights(dtype, N, T, *products, slot="Wp"):
+    """The work buffer (scratch) for the recurrent weights, packed once per call for the
+    per-step products (K, Nc) listed (see _blas.pack): empty, which makes the kernels use
+    their one-row product (fc_gemv) per step, for a single sequence, or BLAS for a single step
+    (packing would cost more than it saves)."""
+    dtype = np.dtype(dtype)
     if N <= 1 or T <= 1:
-        return np.empty(0, dtype)
-    return aligned_empty(sum(_blas._packed_size(dtype, K, Nc) for K, Nc in products), dtype)
+        return _NONE[dtype][0]
+    n = sum(_blas._packed_size(dtype, K, Nc) for K, Nc in products)
+    return scratch((n,), dtype, slot=slot)
 
 
 def packed_input_weights(seq):
@@ -118,8 +125,8 @@ def packed_input_weights(seq):
     alike whatever the number of threads. Empty with reverse=True (whose gathered rows make
     one BLAS GEMM per chunk, on one thread)."""
     if seq.reverse:
-        return np.empty(0, seq.dtype)
-    return packed_weights(seq.dtype, seq.N, seq.T, (seq.D, seq.G * seq.H))
+        return _NONE[seq.dtype][0]
+    return packed_weights(seq.dtype, seq.N, seq.T, (seq.D, seq.G * seq.H), slot="Wxp")
 
 
 class Backward:

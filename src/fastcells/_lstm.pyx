@@ -24,7 +24,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 
 from ._blas cimport pack, parallel
-from ._fastpath cimport cell_typenum, empty
+from ._fastpath cimport array_ptr, cell_typenum, empty, lengths_ptr
 from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
 from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
@@ -328,63 +328,94 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
         parallel(nth, forward_task, &s)
 
 
-def forward_infer(const floating[:, ::1] X,       # (N*T, D) xs, layout rows (not reordered)
-                  const floating[:, ::1] Wx,      # (D, 4H)
-                  const floating[:, ::1] Wh,      # (H, 4H)
-                  const floating[::1] b,          # (4H,)
-                  const int64_t[::1] lengths,     # (N,) or None
+cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint reverse,
+                    const floating *X, const floating *Wx, const floating *Wh,
+                    const floating *b, const int64_t *lens, floating *Y, floating *P,
+                    floating *h, floating *c, floating *wp, floating *wxp, floating *Xr,
+                    floating *Ys, int nth) noexcept nogil:
+    """forward_infer's loop: Wh, Wx packed (when wp, wxp), then the chunks, on a team of nth
+    threads or, on one, step by step through Xr and Ys with reverse."""
+    cdef Py_ssize_t N = L.N, T = L.T, G4 = 4 * H
+    cdef Py_ssize_t chunk, t0, t1, t
+    # step t's outputs: Y + t*hs (row stride ldh), or with reverse the scratch Ys
+    cdef floating *y = Ys if reverse else Y
+    cdef Py_ssize_t ys = 0 if reverse else L.ts * H, ldy = H if reverse else L.ns * H
+    cdef Steps s
+    s.L, s.D, s.H, s.Tc, s.X, s.Wx, s.wxp = L, D, H, Tc, X, Wx, wxp
+    s.Wh, s.b, s.lens, s.G, s.hT, s.cT = Wh, b, lens, P, h, c
+    s.Y, s.wp, s.dbl = Y, wp, floating is double
+    if wxp != NULL:
+        pack(D, G4, Wx, G4, False, wxp)
+    if wp != NULL:
+        pack(H, G4, Wh, G4, False, wp)
+    if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
+        parallel(nth, infer_task, &s)
+        return
+    for chunk in range((T + Tc - 1) // Tc):
+        t0 = chunk * Tc
+        t1 = min(T, t0 + Tc)
+        project_chunk(L, X, D, reverse, lens, t0, t1, Wx, G4, Xr, P, wxp)
+        if reverse:  # one thread, step by step: Y[:, rev_pos(:, t)] = Ys after step t
+            for t in range(t0, t1):
+                infer_steps(solo(), N, H, t, t + 1, Wh, b, lens, P + (t - t0) * N * G4, h, c,
+                            y, 0, H, wp)
+                scatter_reversed(L, y, H, lens, t, Y)
+        else:
+            infer_steps(solo(), N, H, t0, t1, Wh, b, lens, P, h, c, y, ys, ldy, wp)
+
+
+def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (not reordered)
+                  cnp.ndarray Wx,                 # (D, 4H)
+                  cnp.ndarray Wh,                 # (H, 4H)
+                  cnp.ndarray b,                  # (4H,)
+                  lengths,                        # (N,) int64, or None
                   Py_ssize_t N, Py_ssize_t T, bint time_major, bint reverse,
-                  floating[:, ::1] Y,             # out (N*T, H): hs
-                  floating[:, ::1] P,             # work (Tc*N, 4H): gates of Tc steps
-                  floating[:, ::1] hT,            # in h0, out h_T (N, H)
-                  floating[:, ::1] cT,            # in c0, out c_T (N, H)
-                  floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
-                  floating[::1] Wxp,              # work: Wx packed, or empty (see project)
-                  floating[:, ::1] Xr,            # work (Tc*N, D) with reverse, else empty
-                  floating[:, ::1] Ys,            # work (N, H) with reverse, else empty
+                  cnp.ndarray Y,                  # out (N*T, H): hs
+                  cnp.ndarray P,                  # work (Tc*N, 4H): gates of Tc steps
+                  cnp.ndarray hT,                 # in h0, out h_T (N, H)
+                  cnp.ndarray cT,                 # in c0, out c_T (N, H)
+                  cnp.ndarray Wp,                 # work: Wh packed, or empty (use BLAS)
+                  cnp.ndarray Wxp,                # work: Wx packed, or empty (see project)
+                  cnp.ndarray Xr,                 # work (Tc*N, D) with reverse, else empty
+                  cnp.ndarray Ys,                 # work (N, H) with reverse, else empty
                   int nth=1):                     # threads (more than 1: Wp, Wxp, no reverse)
     """Inference: the state is updated in place in hT, cT; only Tc steps of gates are held
     (Tc = P.shape[0] // N), their input projection one GEMM per chunk. With reverse, step t
     of sequence n is at position rev_pos(n, t) (_seq.pxd): its input rows are gathered
-    through Xr, its outputs scattered from Ys."""
+    through Xr, its outputs scattered from Ys. The arrays (ndarrays: array_ptr) are all of
+    Wh's dtype, float32 or float64."""
+    cdef int tn = cnp.PyArray_TYPE(Wh)
     cdef Layout L = make_layout(N, T, time_major)
-    cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0], G4 = 4 * H
-    cdef Py_ssize_t Tc = P.shape[0] // N
-    cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
-    cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
-    cdef floating *h = &hT[0, 0]
-    cdef floating *c = &cT[0, 0]
-    cdef Py_ssize_t chunk, t0, t1, t
-    cdef floating *wxp = packed_or_null(Wxp)
-    cdef floating *wp = packed_or_null(Wp)
-    # step t's outputs: Y + t*hs (row stride ldh), or with reverse the scratch Ys
-    cdef floating *y = ptr(Ys) if reverse else &Y[0, 0]
-    cdef Py_ssize_t ys = 0 if reverse else hs, ldy = H if reverse else ldh
-    cdef Steps s
-    s.L, s.D, s.H, s.Tc, s.X, s.Wx, s.wxp = L, D, H, Tc, cptr(X), cptr(Wx), wxp
-    s.Wh, s.b, s.lens, s.G, s.hT, s.cT = &Wh[0, 0], &b[0], lens, &P[0, 0], h, c
-    s.Y, s.wp, s.dbl = &Y[0, 0], wp, floating is double
-    with nogil:
-        if wxp != NULL:
-            pack(D, G4, &Wx[0, 0], G4, False, wxp)
-        if wp != NULL:
-            pack(H, G4, &Wh[0, 0], G4, False, wp)
-        if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
-            parallel(nth, infer_task, &s)
-        else:
-            for chunk in range((T + Tc - 1) // Tc):
-                t0 = chunk * Tc
-                t1 = min(T, t0 + Tc)
-                project_chunk(L, cptr(X), D, reverse, lens, t0, t1, cptr(Wx), G4, ptr(Xr),
-                              &P[0, 0], wxp)
-                if reverse:  # one thread, step by step: Y[:, rev_pos(:, t)] = Ys after step t
-                    for t in range(t0, t1):
-                        infer_steps(solo(), N, H, t, t + 1, &Wh[0, 0], &b[0], lens,
-                                    &P[0, 0] + (t - t0) * N * G4, h, c, y, 0, H, wp)
-                        scatter_reversed(L, y, H, lens, t, &Y[0, 0])
-                else:
-                    infer_steps(solo(), N, H, t0, t1, &Wh[0, 0], &b[0], lens, &P[0, 0], h, c,
-                                y, ys, ldy, wp)
+    cdef Py_ssize_t D = cnp.PyArray_DIMS(X)[1], H = cnp.PyArray_DIMS(Wh)[0]
+    cdef Py_ssize_t Tc = cnp.PyArray_DIMS(P)[0] // N
+    cdef const int64_t *lens = lengths_ptr(lengths)
+    cdef void *p[12]
+    p[0] = array_ptr(X, tn)
+    p[1] = array_ptr(Wx, tn)
+    p[2] = array_ptr(Wh, tn)
+    p[3] = array_ptr(b, tn)
+    p[4] = array_ptr(Y, tn)
+    p[5] = array_ptr(P, tn)
+    p[6] = array_ptr(hT, tn)
+    p[7] = array_ptr(cT, tn)
+    p[8] = array_ptr(Wp, tn)
+    p[9] = array_ptr(Wxp, tn)
+    p[10] = array_ptr(Xr, tn)
+    p[11] = array_ptr(Ys, tn)
+    if tn == cnp.NPY_FLOAT32:
+        with nogil:
+            infer_run(L, D, H, Tc, reverse, <const float *> p[0], <const float *> p[1],
+                      <const float *> p[2], <const float *> p[3], lens, <float *> p[4],
+                      <float *> p[5], <float *> p[6], <float *> p[7], <float *> p[8],
+                      <float *> p[9], <float *> p[10], <float *> p[11], nth)
+    elif tn == cnp.NPY_FLOAT64:
+        with nogil:
+            infer_run(L, D, H, Tc, reverse, <const double *> p[0], <const double *> p[1],
+                      <const double *> p[2], <const double *> p[3], lens, <double *> p[4],
+                      <double *> p[5], <double *> p[6], <double *> p[7], <double *> p[8],
+                      <double *> p[9], <double *> p[10], <double *> p[11], nth)
+    else:
+        raise TypeError(f"forward_infer: float32 or float64 arrays, got {Wh.dtype}")
 
 
 def backward(const floating[:, ::1] X,            # (N*T, D) the forward's input

@@ -35,7 +35,16 @@ def raw_array(fn, name, a, ndim, dtype=None, what="", ref="xs"):
 def float_array(fn, name, a, ndim, dtype=None, what="", ref="xs"):
     """`a` as a C-contiguous, aligned float32/float64 array of `ndim` dims (and of `dtype` if
     given), copied only when it is not already."""
-    return np.require(raw_array(fn, name, a, ndim, dtype, what, ref), requirements=("C", "A"))
+    return c_aligned(raw_array(fn, name, a, ndim, dtype, what, ref))
+
+
+def c_aligned(arr):
+    """arr itself when it is C-contiguous and aligned, else such a copy (np.require, whose
+    own checks cost more than the small calls they serve)."""
+    flags = arr.flags
+    if flags.c_contiguous and flags.aligned:
+        return arr
+    return np.require(arr, requirements=("C", "A"))
 
 
 def as_array(fn, name, a):
@@ -60,6 +69,25 @@ def check_flag(fn, name, value):
     return bool(value)
 
 
+# The expected shapes in Sequence's messages, by G (gate blocks) and layout.
+_GATES = {1: "H", 3: "3H", 4: "4H"}
+_XS_WHAT = {False: " of shape (N, T, D)", True: " of shape (T, N, D)"}
+_WH_WHAT = {G: f" of shape (H, {g})" for G, g in _GATES.items()}
+_WX_WHAT = {G: f" of shape (D, {g})" for G, g in _GATES.items()}
+
+
+class _Of:
+    """' of shape <letters>', formatted only when an error message uses it."""
+
+    __slots__ = ("letters",)
+
+    def __init__(self, letters):
+        self.letters = letters
+
+    def __str__(self):
+        return f" of shape {self.letters}"
+
+
 class Sequence:
     """The checked core arguments of a *_forward call: xs, Wx, Wh and lengths.
 
@@ -72,29 +100,31 @@ class Sequence:
         self.fn, self.G = fn, G
         self.time_major = check_flag(fn, "time_major", time_major)
         self.reverse = check_flag(fn, "reverse", reverse)
-        layout = "(T, N, D)" if self.time_major else "(N, T, D)"
-        # shapes and dtypes first, then the size limit, and only then any copy
-        xs = raw_array(fn, "xs", xs, 3, what=f" of shape {layout}", ref=xs_name)
+        g = _GATES[G]
+        # shapes and dtypes first, then the size limit, and only then any copy (the messages
+        # are formatted only when a check fails: this runs on every call)
+        xs = raw_array(fn, "xs", xs, 3, what=_XS_WHAT[self.time_major], ref=xs_name)
         self.dtype = xs.dtype
         if self.time_major:
             self.T, self.N, self.D = xs.shape
         else:
             self.N, self.T, self.D = xs.shape
-        Wh = raw_array(fn, "Wh", Wh, 2, self.dtype, what=f" of shape (H, {G}H)", ref=xs_name)
+        Wh = raw_array(fn, "Wh", Wh, 2, self.dtype, what=_WH_WHAT[G], ref=xs_name)
         self.H = Wh.shape[0]
-        g = f"{G}H" if G > 1 else "H"
-        check_shape(fn, "Wh", Wh, (self.H, G * self.H), f"(H, {g}) with H = {self.H}")
-        Wx = raw_array(fn, "Wx", Wx, 2, self.dtype, what=f" of shape (D, {g})", ref=xs_name)
-        check_shape(fn, "Wx", Wx, (self.D, G * self.H),
-                    f"(D, {g}) with D = {self.D} (from {xs_name}), H = {self.H} (from Wh)")
+        if Wh.shape != (self.H, G * self.H):
+            check_shape(fn, "Wh", Wh, (self.H, G * self.H), f"(H, {g}) with H = {self.H}")
+        Wx = raw_array(fn, "Wx", Wx, 2, self.dtype, what=_WX_WHAT[G], ref=xs_name)
+        if Wx.shape != (self.D, G * self.H):
+            check_shape(fn, "Wx", Wx, (self.D, G * self.H),
+                        f"(D, {g}) with D = {self.D} (from {xs_name}), H = {self.H} (from Wh)")
         rows = self.N * self.T
         if max(rows, self.D, self.H, 1) * max(self.D, G * self.H, 1) > _BLAS_MAX:
             raise ValueError(
                 f"{fn}: N*T = {rows} rows, D = {self.D}, H = {self.H} give a matrix of more "
                 f"than the 32-bit BLAS limit of {_BLAS_MAX} elements")
-        self.xs = np.require(xs, requirements=("C", "A"))
-        self.Wh = np.require(Wh, requirements=("C", "A"))
-        self.Wx = np.require(Wx, requirements=("C", "A"))
+        self.xs = c_aligned(xs)
+        self.Wh = c_aligned(Wh)
+        self.Wx = c_aligned(Wx)
         self.lengths = lengths_array(fn, lengths, self.N, self.T)
 
     @property
@@ -127,9 +157,10 @@ class Sequence:
         return self.N == 0 or self.T == 0 or self.H == 0
 
     def vector(self, name, a, shape, letters):
-        arr = float_array(self.fn, name, a, len(shape), self.dtype, what=f" of shape {letters}")
-        check_shape(self.fn, name, arr, shape, letters)
-        return arr
+        arr = raw_array(self.fn, name, a, len(shape), self.dtype, what=_Of(letters))
+        if arr.shape != shape:
+            check_shape(self.fn, name, arr, shape, letters)
+        return c_aligned(arr)
 
     def state(self, name, a):
         """An initial state: (N, H), zeros when None; always a fresh writable copy."""
