@@ -4,7 +4,7 @@
 # A sequence array of width W is stored as an (N*T, W) C-contiguous matrix whose row of sequence
 # n at step t is  t*ts + n*ns  (time-major: ts = N, ns = 1; batch-first: ts = 1, ns = T). So the
 # N rows of step t start at element t*ts*W and lie ns*W elements apart: one pointer and one
-# leading dimension describe them, for BLAS and for the pointwise C passes alike.
+# leading dimension describe them, for the GEMMs and for the pointwise C passes alike.
 #
 # reverse=True in inference: processing step t of sequence n reads and writes position
 # rev_pos(n, t) = lengths[n]-1-t for t < lengths[n] (the sequence reversed within its length),
@@ -36,6 +36,27 @@ cdef inline Layout make_layout(Py_ssize_t N, Py_ssize_t T, bint time_major) noex
     return L
 
 
+# Rows from which one_off uses fc_gemm (measured on the one-step LSTM cell: BLAS faster at 8
+# rows, fc_gemm at 16 and more).
+cdef enum:
+    ONE_OFF_MIN_ROWS = 16
+
+
+cdef inline void one_off(Py_ssize_t M, Py_ssize_t Nc, Py_ssize_t K, const floating *A,
+                         Py_ssize_t lda, const floating *B, Py_ssize_t ldb, bint trans_b,
+                         bint beta, floating *C, Py_ssize_t ldc) noexcept nogil:
+    """C (M x Nc) = A (M x K) @ op(B) + beta * C, beta 0 or 1, for a product B is not packed
+    for: from ONE_OFF_MIN_ROWS rows on by fastcells' own GEMM (fc_gemm), fewer by _blas.gemm
+    (one row: a GEMV). fc_gemm packs op(B) on every call, which only pays for itself over
+    enough rows; BLAS's GEMM wakes its thread pool for a product of more than 2^18
+    multiply-adds (OpenBLAS), which then spins and takes a core from what runs next, whatever
+    fastcells' thread setting (measured: a batch-of-one inference ~20% slower with it)."""
+    if M >= ONE_OFF_MIN_ROWS:
+        own_gemm(False, trans_b, M, Nc, K, A, lda, B, ldb, beta, C, ldc)
+    else:
+        gemm(False, trans_b, M, Nc, K, 1, A, lda, B, ldb, beta, C, ldc)
+
+
 cdef inline void step_gemm(Py_ssize_t N, Py_ssize_t Nc, Py_ssize_t K, const floating *A,
                            Py_ssize_t lda, const floating *B, Py_ssize_t ldb, bint trans_b,
                            const floating *packed, bint beta, floating *C,
@@ -43,13 +64,12 @@ cdef inline void step_gemm(Py_ssize_t N, Py_ssize_t Nc, Py_ssize_t K, const floa
     """A per-step recurrent product C (N x Nc) = A (N x K) @ op(B) + beta * C.
 
     With `packed` (op(B) packed once per call by _blas.pack) the packed GEMM, which does not
-    re-pack B on every step as BLAS does; without (NULL: a batch of one, or a single step)
-    BLAS, whose GEMV serves the one-row case (see _blas.gemm).
+    re-pack B on every step; without (NULL: a batch of one, or a single step) one_off.
     """
     if packed != NULL:
         gemm_packed(N, Nc, K, A, lda, packed, beta, C, ldc)
     else:
-        gemm(False, trans_b, N, Nc, K, 1, A, lda, B, ldb, beta, C, ldc)
+        one_off(N, Nc, K, A, lda, B, ldb, trans_b, beta, C, ldc)
 
 
 # ---- threads ------------------------------------------------------------------------------------
@@ -170,8 +190,8 @@ cdef inline void project_sequences(Layout L, const floating *X, Py_ssize_t D, Py
                                    const floating *Wp) noexcept nogil:
     """P[(t - t0)*p_step + n*p_row, :GW] = X[row(n, t)] @ W  for t in [t0, t1) and the
     sequences n0 <= n < n1 (all of them, or a thread's share), one GEMM per sequence in either
-    layout: packed (Wp: W packed by the caller) when given, so that BLAS does not re-pack W
-    for each of them."""
+    layout: packed (Wp: W packed by the caller) when given, so that W is not packed again for
+    each of them."""
     cdef Py_ssize_t n
     for n in range(n0, n1):
         # P[:, n] = X[n, t0:t1] @ W
@@ -189,8 +209,8 @@ cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t
     steps of a batch-first input into a buffer of the same layout); otherwise one per sequence
     (project_sequences).
     With W packed (Wp, by the caller, once per call: inference), the per-sequence products and
-    the time-major one are packed GEMMs (no re-packing of W per sequence by BLAS, and the same
-    rounding as project_sequences on a team).
+    the time-major one are packed GEMMs (no re-packing of W per sequence, and the same rounding
+    as project_sequences on a team); otherwise one_off.
     """
     if L.ts == L.N and p_step == L.N * p_row:  # time-major rows t0*N .. t1*N, in order
         # P = X[t0*N:t1*N] @ W  (with Wp the packed GEMM, whose rows come out exactly as from
@@ -198,11 +218,10 @@ cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t
         if Wp != NULL:
             gemm_packed((t1 - t0) * L.N, GW, D, X + t0 * L.N * D, D, Wp, 0, P, p_row)
         else:
-            gemm(False, False, (t1 - t0) * L.N, GW, D, 1, X + t0 * L.N * D, D, W, GW,
-                 0, P, p_row)
+            one_off((t1 - t0) * L.N, GW, D, X + t0 * L.N * D, D, W, GW, False, 0, P, p_row)
     elif L.ns == L.T and t0 == 0 and t1 == L.T and p_row == L.T * p_step:
         # P = X @ W  (batch-first, whole sequences)
-        gemm(False, False, L.N * L.T, GW, D, 1, X, D, W, GW, 0, P, p_step)
+        one_off(L.N * L.T, GW, D, X, D, W, GW, False, 0, P, p_step)
     else:
         project_sequences(L, X, D, t0, t1, 0, L.N, W, GW, P, p_step, p_row, Wp)
 
@@ -232,7 +251,7 @@ cdef inline void project_reversed(Layout L, const floating *X, Py_ssize_t D,
                        X + (rev_pos(L, lens, n, t) * L.ts + n * L.ns) * D,
                        D * sizeof(floating))
     # P = Xr @ W
-    gemm(False, False, (t1 - t0) * N, GW, D, 1, Xr, D, W, GW, 0, P, GW)
+    one_off((t1 - t0) * N, GW, D, Xr, D, W, GW, False, 0, P, GW)
 
 
 cdef inline void project_chunk(Layout L, const floating *X, Py_ssize_t D, bint reverse,
@@ -259,8 +278,8 @@ cdef inline void scatter_reversed(Layout L, const floating *Ys, Py_ssize_t H,
                H * sizeof(floating))
 
 
-# Pointers to the first element (NULL when empty: a zero-width X has no element, and BLAS
-# is then not called with it).
+# Pointers to the first element (NULL when empty: a zero-width X has no element, and no
+# product reads it).
 cdef inline floating *ptr(floating[:, ::1] a) noexcept nogil:
     return NULL if a.shape[0] == 0 or a.shape[1] == 0 else &a[0, 0]
 
