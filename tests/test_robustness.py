@@ -455,6 +455,19 @@ def _inference_extra_bytes(cell, T, dtype=np.float32, **kw):
     return peak - hs.nbytes - sum(s.nbytes for s in fin), (N, H)
 
 
+@pytest.mark.parametrize("kw", [{}, {"reverse": True}], ids=["forward", "reverse"])
+def test_inference_reuses_its_work_buffers(cell, kw):
+    """A repeated training=False call allocates little beyond its outputs and states: its
+    work buffers (the chunk of gates, Wx and Wh packed, the reverse buffers) are kept per
+    thread between calls (_common.scratch), not allocated, page-faulted in and freed again on
+    every call. The bound is below the chunk of gates alone (INFERENCE_CHUNK*N*G*H elements,
+    8 KB or more here)."""
+    _inference_extra_bytes(cell, 300, **kw)  # the buffers, if this thread has none yet
+    again, (N, H) = _inference_extra_bytes(cell, 300, **kw)
+    assert again <= 4 * N * H * 4 + 2**11, (
+        f"a repeated inference call allocated {again} bytes beyond its outputs")
+
+
 @pytest.mark.parametrize("kw", [{}, {"time_major": True}, {"lengths": np.array([100_000, 7])}],
                          ids=["batch_first", "time_major", "lengths"])
 def test_inference_memory_is_outputs_plus_state(cell, kw):

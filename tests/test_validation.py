@@ -139,3 +139,42 @@ def test_backward_final_gradient_shape(cell, p):
     p["dfinal"][0] = p["dfinal"][0][:, :2]
     with expect(ValueError, "dh_T", "(3, 6)", "(3, 2)"):
         cell.backward(cell.fast(), cache, p["dhs"], p["dfinal"])
+
+
+def test_sequence_kernel_checks_the_arrays_it_is_given(rng):
+    """The sequence kernels' entry points take ndarrays (not typed memoryviews, whose
+    acquisition costs more than a small call's work) and check each before using its data
+    pointer: an array the Python layer should have made C-contiguous and of the call's dtype
+    raises TypeError rather than handing the loop the wrong memory. Called right, the entry
+    point gives what lstm_forward gives."""
+    import fastcells
+    from fastcells import _lstm
+    N, T, D, H = 3, 5, 4, 8
+    xs = rng.standard_normal((N, T, D))
+    Wx, Wh = rng.standard_normal((D, 4 * H)), rng.standard_normal((H, 4 * H))
+    b = rng.standard_normal(4 * H)
+    h0, c0 = rng.standard_normal((N, H)), rng.standard_normal((N, H))
+    none = np.empty((0, 0))
+
+    def run(**over):
+        a = dict(X=xs.reshape(N * T, D), Y=np.empty((N * T, H)), P=np.empty((T * N, 4 * H)),
+                 hT=h0.copy(), cT=c0.copy())
+        a.update(over)
+        _lstm.forward_infer(a["X"], Wx, Wh, b, None, N, T, False, False, a["Y"], a["P"],
+                            a["hT"], a["cT"], np.empty(0), np.empty(0), none, none, nth=1)
+        return a
+
+    out = run()
+    hs, (h, c), _ = fastcells.lstm_forward(xs, Wx, Wh, b, h0, c0, training=False)
+    np.testing.assert_allclose(out["Y"].reshape(N, T, H), hs, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out["hT"], h, rtol=0, atol=1e-12)
+    with expect(TypeError, "C-contiguous aligned float64 array", "C-contiguous False"):
+        run(Y=np.asfortranarray(np.empty((N * T, H))))
+    with expect(TypeError, "float64 array, got float32"):
+        run(cT=c0.astype(np.float32))
+    with expect(TypeError, "float64 array, got float32"):
+        run(X=xs.reshape(N * T, D).astype(np.float32))
+    with expect(TypeError, "lengths"):
+        _lstm.forward_infer(xs.reshape(N * T, D), Wx, Wh, b, np.full(N, T, np.int32), N, T,
+                            False, False, np.empty((N * T, H)), np.empty((T * N, 4 * H)),
+                            h0.copy(), c0.copy(), np.empty(0), np.empty(0), none, none)

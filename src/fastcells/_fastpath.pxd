@@ -60,8 +60,10 @@ cdef inline void *array_ptr(cnp.ndarray a, int typenum) except? NULL:
     and of the call's dtype; this checks that again, cheaply, so that a mistake there raises
     instead of handing the kernel the wrong memory."""
     if cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_ISCARRAY_RO(a):
-        raise TypeError(f"kernel argument: expected a C-contiguous aligned array of NumPy "
-                        f"type {typenum}, got {a.dtype} with flags {a.flags}")
+        raise TypeError(
+            f"kernel argument: expected a C-contiguous aligned "
+            f"{'float32' if typenum == cnp.NPY_FLOAT32 else 'float64'} array, got {a.dtype} "
+            f"(C-contiguous {a.flags.c_contiguous}, aligned {a.flags.aligned})")
     return NULL if cnp.PyArray_SIZE(a) == 0 else cnp.PyArray_DATA(a)
 
 

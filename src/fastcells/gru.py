@@ -70,14 +70,14 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
     b = seq.vector("b", b, shape, "(2, 3H)" if reset_after else "(3H,)").reshape(-1)
     h = seq.state("h0", h0)
     hs, Y = outputs(seq)
-    U = aligned_empty((N, 3 * H) if reset_after else (1, 1), dtype)  # h_{t-1} @ Wh of one step
+    U = scratch((N, 3 * H) if reset_after else (1, 1), dtype, slot="U")  # h_{t-1} @ Wh, a step
     # the per-step products: h @ Wh, or h @ Wh[:, :2H] and rh @ Wh[:, 2H:]
     Wp = packed_weights(dtype, N, T, *([(H, 3 * H)] if reset_after else [(H, 2 * H), (H, H)]))
     if not training:
         # h is updated in place into h_T; with reverse the kernel walks the reversed positions
         # of xs and hs itself (no reordered copy: the memory is hs plus O(N*H))
         if not seq.empty:
-            S = aligned_empty((N, H), dtype)  # uh scratch, or rh
+            S = scratch((N, H), dtype, slot="S")  # uh scratch, or rh
             nth = 1 if seq.reverse else threads.for_loop(N, H, 3 * H, Wp)
             _gru.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                seq.reverse, reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h,
