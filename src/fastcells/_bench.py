@@ -506,7 +506,7 @@ SGEMM_SIZE = 1024
 
 def sgemm_gflops(n=SGEMM_SIZE, samples=7, min_time=0.05):
     """GFLOP/s of C = A @ B, float32 n x n x n, through SciPy's BLAS (``scipy.linalg.blas.sgemm``,
-    the OpenBLAS fastcells calls), at the thread count in force; one sample per entry of the
+    the OpenBLAS scipy bundles), at the thread count in force; one sample per entry of the
     returned list (each the mean of back-to-back calls lasting >= ``min_time``), after a warm-up.
     Fortran-ordered operands and a preallocated C, so nothing is copied."""
     from scipy.linalg.blas import sgemm

@@ -572,7 +572,7 @@ def machine_lines(report):
     sg = ", ".join(f"{r['threads']} thread{'s' if r['threads'] > 1 else ''} "
                    f"{r['sgemm_median_gflops']:.1f}" for r in report["runs"])
     lines.append(f"- SGEMM {report['sgemm']['size']}³ float32 through scipy's BLAS (the "
-                 f"OpenBLAS fastcells calls), GFLOP/s, median before and after the timings: "
+                 f"OpenBLAS scipy bundles), GFLOP/s, median before and after the timings: "
                  + sg + ("" if any(r["threads"] == 1 for r in report["runs"])
                          else "; 1 thread " + ("unknown" if s1 is None else f"{s1:.1f}")
                          + " (a separate short run)"))
