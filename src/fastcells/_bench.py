@@ -457,8 +457,10 @@ def peak_memory(runner, mode):
     of the allocator, not pages touched:
 
     - fastcells and the twin: ``tracemalloc`` (numpy reports its array buffers to it; fastcells
-      allocates every buffer through numpy, its C code allocates nothing). BLAS's internal
-      buffers, allocated once per process by OpenBLAS, are not counted.
+      allocates every buffer through numpy, its C code allocates nothing). fastcells' per-thread
+      scratch buffers, which it keeps between calls, are released first, so that the call's
+      work arrays are counted as they are on a first call. BLAS's internal buffers, allocated
+      once per process by OpenBLAS, are not counted.
     - torch: the CPU allocator's events in ``torch.profiler`` (``profile_memory=True``): the
       running sum of the sizes allocated and freed during the call, sorted by time; the peak of
       that sum is the peak, its end value what was kept. oneDNN/OpenMP internals are not
@@ -483,6 +485,10 @@ def peak_memory(runner, mode):
         del out
         return peak, total
     import tracemalloc
+    from fastcells._common import release_scratch
+    ours = runner.impl == "fastcells"
+    if ours:
+        release_scratch()
     started = not tracemalloc.is_tracing()
     if started:
         tracemalloc.start()
@@ -490,6 +496,8 @@ def peak_memory(runner, mode):
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         out = fn()
+        if ours:  # what the call keeps is what it returns, not the buffers it caches
+            release_scratch()
         kept, peak = tracemalloc.get_traced_memory()
         del out
     finally:

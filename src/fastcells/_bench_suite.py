@@ -624,8 +624,10 @@ def notes(report):
         text.append(
             f"Peak memory ({report['memory_threads']}-thread process, one call each): bytes "
             "allocated by the call and alive at once at the worst moment, inputs not counted "
-            "(outputs, cache, gradients, temporaries); tracemalloc for fastcells and the twin, "
-            "the CPU allocator's events in torch.profiler for torch; BLAS/OpenMP internal "
+            "(outputs, cache, gradients, temporaries; fastcells' scratch buffers, which it "
+            "keeps between calls, released first, so counted as on a first call); tracemalloc "
+            "for fastcells and the twin, the CPU allocator's events in torch.profiler for "
+            "torch; BLAS/OpenMP internal "
             "buffers are not counted, nor is onnxruntime measured (its arena is visible to "
             "neither tool). kept = what the call returns (train: outputs and "
             "gradients; infer: outputs and final states); excess = peak − kept.")

@@ -66,6 +66,12 @@ _SCRATCH = threading.local()
 SCRATCH_MAX_BYTES = 1 << 28  # larger ones are allocated per call and not kept
 
 
+def release_scratch():
+    """Drop the calling thread's scratch buffers (see scratch): their memory goes back to the
+    allocator, and the next call that needs them allocates them again."""
+    _SCRATCH.buffers = {}
+
+
 def scratch(shape, dtype, slot=0):
     """A 64-byte-aligned work array for the duration of one kernel call (uninitialized): a
     view of a buffer this thread keeps between calls, one per `slot` and dtype, grown to the
