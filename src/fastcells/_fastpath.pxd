@@ -67,6 +67,14 @@ cdef inline void *array_ptr(cnp.ndarray a, int typenum) except? NULL:
     return NULL if cnp.PyArray_SIZE(a) == 0 else cnp.PyArray_DATA(a)
 
 
+cdef inline int array_ptrs(tuple arrays, int typenum, void **out) except -1:
+    """out[k] = array_ptr(arrays[k], typenum) for every k."""
+    cdef Py_ssize_t k
+    for k in range(len(arrays)):
+        out[k] = array_ptr(<cnp.ndarray?> arrays[k], typenum)
+    return 0
+
+
 cdef inline const int64_t *lengths_ptr(object lengths) except? NULL:
     """The (N,) int64 lengths for a kernel (NULL for None), checked as array_ptr does."""
     if lengths is None:

@@ -17,7 +17,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 
 from ._blas cimport pack, packed_size, parallel
-from ._fastpath cimport array_ptr, cell_typenum, empty, lengths_ptr
+from ._fastpath cimport array_ptrs, cell_typenum, empty, lengths_ptr
 from ._csrc cimport fc_gru_bwd_step_f32, fc_gru_bwd_step_f64
 from ._csrc cimport fc_gru_fwd_step_f32, fc_gru_fwd_step_f64
 from ._csrc cimport fc_gru_rb_bwd_gates_f32, fc_gru_rb_bwd_gates_f64
@@ -520,20 +520,8 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
     cdef Py_ssize_t D = cnp.PyArray_DIMS(X)[1], H = cnp.PyArray_DIMS(Wh)[0]
     cdef Py_ssize_t Tc = cnp.PyArray_DIMS(P)[0] // N
     cdef const int64_t *lens = lengths_ptr(lengths)
-    cdef void *p[14]
-    p[0] = array_ptr(X, tn)
-    p[1] = array_ptr(Wx, tn)
-    p[2] = array_ptr(Wh, tn)
-    p[3] = array_ptr(b, tn)
-    p[4] = array_ptr(Y, tn)
-    p[5] = array_ptr(P, tn)
-    p[6] = array_ptr(S, tn)
-    p[7] = array_ptr(U, tn)
-    p[8] = array_ptr(hT, tn)
-    p[9] = array_ptr(Wp, tn)
-    p[10] = array_ptr(Wxp, tn)
-    p[11] = array_ptr(Xr, tn)
-    p[12] = array_ptr(Ys, tn)
+    cdef void *p[13]
+    array_ptrs((X, Wx, Wh, b, Y, P, S, U, hT, Wp, Wxp, Xr, Ys), tn, p)
     if tn == cnp.NPY_FLOAT32:
         with nogil:
             infer_run(L, D, H, Tc, reverse, reset_after, <const float *> p[0],

@@ -24,7 +24,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 
 from ._blas cimport pack, parallel
-from ._fastpath cimport array_ptr, cell_typenum, empty, lengths_ptr
+from ._fastpath cimport array_ptrs, cell_typenum, empty, lengths_ptr
 from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
 from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
@@ -390,18 +390,7 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
     cdef Py_ssize_t Tc = cnp.PyArray_DIMS(P)[0] // N
     cdef const int64_t *lens = lengths_ptr(lengths)
     cdef void *p[12]
-    p[0] = array_ptr(X, tn)
-    p[1] = array_ptr(Wx, tn)
-    p[2] = array_ptr(Wh, tn)
-    p[3] = array_ptr(b, tn)
-    p[4] = array_ptr(Y, tn)
-    p[5] = array_ptr(P, tn)
-    p[6] = array_ptr(hT, tn)
-    p[7] = array_ptr(cT, tn)
-    p[8] = array_ptr(Wp, tn)
-    p[9] = array_ptr(Wxp, tn)
-    p[10] = array_ptr(Xr, tn)
-    p[11] = array_ptr(Ys, tn)
+    array_ptrs((X, Wx, Wh, b, Y, P, hT, cT, Wp, Wxp, Xr, Ys), tn, p)
     if tn == cnp.NPY_FLOAT32:
         with nogil:
             infer_run(L, D, H, Tc, reverse, <const float *> p[0], <const float *> p[1],
