@@ -20,25 +20,47 @@ fc_int FC_FN(fc_packed_size)(fc_int K, fc_int Nc)
     return ((Nc + FC_NR - 1) / FC_NR) * FC_NR * K;
 }
 
-void FC_FN(fc_pack)(fc_int K, fc_int Nc, const FC_REAL *B, fc_int ldb, int trans,
+/* Rows of the panel written per pass over Bᵀ (trans): the block of the panel stays in L1
+ * (64 rows x NR = 8 KB in float) while each of its NR columns is read as one contiguous run. */
+#define FC_PACK_KB 64
+
+static inline __attribute__((always_inline)) void
+FC_FN(fc_pack_body)(fc_int K, fc_int Nc, const FC_REAL *B, fc_int ldb, int trans,
                     FC_REAL *packed)
 {
     for (fc_int p = 0; p * FC_NR < Nc; p++) {
         FC_REAL *panel = packed + p * K * FC_NR;
         fc_int j0 = p * FC_NR, nc = Nc - j0 < FC_NR ? Nc - j0 : FC_NR;
-        if (nc < FC_NR) /* zero padding of the last panel */
+        if (trans) /* B given as Bᵀ (Nc x K): panel column jj is row j0 + jj of Bᵀ */
+            for (fc_int kb = 0; kb < K; kb += FC_PACK_KB) {
+                fc_int ke = K - kb < FC_PACK_KB ? K : kb + FC_PACK_KB;
+                for (fc_int jj = 0; jj < nc; jj++) {
+                    const FC_REAL *src = B + (j0 + jj) * ldb;
+                    for (fc_int k = kb; k < ke; k++)
+                        panel[k * FC_NR + jj] = src[k];
+                }
+                for (fc_int jj = nc; jj < FC_NR; jj++) /* zero padding of the last panel */
+                    for (fc_int k = kb; k < ke; k++)
+                        panel[k * FC_NR + jj] = 0;
+            }
+        else if (nc == FC_NR) /* a whole panel: each row is one NR-wide copy */
             for (fc_int k = 0; k < K; k++)
-                for (fc_int jj = nc; jj < FC_NR; jj++)
-                    panel[k * FC_NR + jj] = 0;
-        if (trans) /* B given as Bᵀ (Nc x K): read its rows contiguously */
-            for (fc_int jj = 0; jj < nc; jj++)
-                for (fc_int k = 0; k < K; k++)
-                    panel[k * FC_NR + jj] = B[(j0 + jj) * ldb + k];
+                memcpy(panel + k * FC_NR, B + k * ldb + j0, FC_NR * sizeof(FC_REAL));
         else
-            for (fc_int k = 0; k < K; k++)
+            for (fc_int k = 0; k < K; k++) {
                 for (fc_int jj = 0; jj < nc; jj++)
                     panel[k * FC_NR + jj] = B[k * ldb + j0 + jj];
+                for (fc_int jj = nc; jj < FC_NR; jj++)
+                    panel[k * FC_NR + jj] = 0;
+            }
     }
+}
+
+FC_CLONES
+void FC_FN(fc_pack)(fc_int K, fc_int Nc, const FC_REAL *B, fc_int ldb, int trans,
+                    FC_REAL *packed)
+{
+    FC_FN(fc_pack_body)(K, Nc, B, ldb, trans, packed);
 }
 
 /* One MR x NR tile: C[0:mr, 0:nc] = A[0:mr, 0:kc] @ panel[0:kc] + beta C (beta 0 or 1). A is
@@ -225,8 +247,8 @@ void FC_FN(fc_gemm)(int trans_a, int trans_b, fc_int M, fc_int Nc, fc_int K, con
         for (fc_int k0 = 0; k0 < K; k0 += FC_KC) {
             fc_int kc = K - k0 < FC_KC ? K - k0 : FC_KC;
             /* B's block (rows k0.., columns j0..) packed: panels of kc rows */
-            FC_FN(fc_pack)(kc, nc, trans_b ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb,
-                           trans_b, bp);
+            FC_FN(fc_pack_body)(kc, nc, trans_b ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb,
+                                trans_b, bp);
             FC_FN(fc_macro)(M, nc, kc, k0, A, lda, trans_a, bp, kc * FC_NR, bp,
                             k0 == 0 ? beta : 1, C + j0, ldc);
         }
@@ -320,5 +342,6 @@ void FC_FN(fc_gemv)(fc_int K, fc_int Nc, const FC_REAL *x, fc_int incx, const FC
 #undef FC_VL
 #undef FC_NR
 #undef FC_KC
+#undef FC_PACK_KB
 #undef FC_MC
 #undef FC_NCB

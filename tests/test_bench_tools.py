@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -101,3 +102,37 @@ def test_bench_subcommand_end_to_end(tmp_path):
         assert not out["png"].exists()
     else:
         assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _FakeRunner:
+    """A runner whose calls only log which implementation ran (for time_cases' order)."""
+
+    def __init__(self, impl, log):
+        self.impl, self.library, self.log = impl, impl, log
+
+    def infer(self):
+        self.log.append(self.impl)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_time_cases_interleaves_the_implementations(threads, monkeypatch):
+    # Two problems; each case takes its samples in turns with its group's other cases (one
+    # sample per turn on one thread, THREADED_ROUNDS blocks with more), never across groups.
+    monkeypatch.setattr(_bench, "SWITCH_PAUSE", 0.0)
+    monkeypatch.setattr(_bench, "MIN_SAMPLE_TIME", 0.0)
+    log, cases = [], []
+    for p in (object(), object()):
+        for impl in ("fastcells", "twin", "torch"):
+            case = _bench.Case(p, "infer", _FakeRunner(impl, log))
+            case.est = 1e-3
+            cases.append(case)
+    log_at = []
+    _bench.time_cases(cases, time.perf_counter() + 60, 6, _bench._Pacer(threads),
+                      done=lambda i, group: log_at.append((i, len(group), len(log))))
+    assert [(i, n) for i, n, _ in log_at] == [(0, 3), (3, 3)]
+    assert all(len(c.samples) == 6 and c.k == 1 for c in cases)
+    first = log[:log_at[0][2]]
+    assert sorted(set(first)) == ["fastcells", "torch", "twin"]  # the first group only
+    turns = [impl for k, impl in enumerate(first) if k == 0 or first[k - 1] != impl]
+    expected = 6 if threads == 1 else _bench.THREADED_ROUNDS
+    assert turns == ["fastcells", "twin", "torch"] * expected

@@ -82,6 +82,7 @@ THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 MIN_SAMPLE_TIME = 0.005  # seconds: a sample is the mean of k calls lasting at least this long
 SWITCH_PAUSE = 0.2       # seconds of rest between two libraries when threads > 1 (see below)
+THREADED_ROUNDS = 3      # turns of the implementations per group when threads > 1 (time_cases)
 
 
 class VerificationError(AssertionError):
@@ -914,38 +915,63 @@ def verify_problem(p, impls, pacer, modes=MODES, threads=1):
     return cases, errs
 
 
+def case_groups(cases):
+    """The runs of consecutive cases of one problem and mode (one case per implementation), as
+    (index of the first, list of cases)."""
+    i = 0
+    while i < len(cases):
+        j = i + 1
+        while j < len(cases) and cases[j].p is cases[i].p and cases[j].mode == cases[i].mode:
+            j += 1
+        yield i, cases[i:j]
+        i = j
+
+
 def time_cases(cases, deadline, repeat, pacer, done=None, before=None):
-    """Phase 2: time every case, replanning the sample counts before each one so that all of
-    them fit before ``deadline`` (``plan_samples``, at most ``repeat`` samples per case).
+    """Phase 2: time every case, group by group (``case_groups``: fastcells and its peers on
+    one problem and mode), replanning the sample counts before each group so that all of them
+    fit before ``deadline`` (``plan_samples``, at most ``repeat`` samples per case).
 
-    The first sample corrects the estimate downwards (a first call can be much slower than
-    the rest); when the calls per sample it implies differ from those it was taken with, it
-    was a warm-up and is dropped. ``before(i, case)`` and ``done(i, case)``, if given, are
-    called just before and after each case's samples.
+    Within a group the implementations take their samples in turns, so that the machine's
+    drift in speed (±30% within minutes on a shared host) falls on all of them alike and
+    their ratios compare like with like. On one thread the turns are single samples; with
+    more, each change of library costs a pause (``_Pacer``), so the turns are
+    THREADED_ROUNDS blocks of samples. The first turn is one sample, which corrects the
+    case's estimate downwards (a first call can be much slower than the rest); when the calls
+    per sample it implies differ from those it was taken with, it was a warm-up and is dropped.
+    ``before(i, group)`` and ``done(i, group)``, if given, are called just before and after
+    each group's samples (i: the index of its first case).
     """
-    pause = SWITCH_PAUSE if pacer.threads > 1 else 0.0
+    threaded = pacer.threads > 1
+    pause = SWITCH_PAUSE * THREADED_ROUNDS if threaded else 0.0  # per case, all its turns
 
-    def planned(i):
-        left = deadline - time.perf_counter() - pause * (len(cases) - i)
-        done = cases[i].sample_cost * len(cases[i].samples)  # already spent on case i
-        return plan_samples([c.sample_cost for c in cases[i:]], left + done, repeat)[0]
-
-    for i, case in enumerate(cases):
-        pacer.switch_to(case.runner.library)
+    for i, group in case_groups(cases):
         if before is not None:
-            before(i, case)
-        # Noise only ever adds time: the smaller of the two estimates is the better one (a
-        # first sample stalled by another process would otherwise leave the case 1 sample).
-        case.est = min(case.sample(), case.est)
-        k = max(1, math.ceil(MIN_SAMPLE_TIME / case.est))
-        if k != case.k:  # the estimate was off: that sample was a warm-up
-            case.samples.clear()
-            case.k = k
-        n = planned(i)
-        while len(case.samples) < n:
-            case.sample()
+            before(i, group)
+        for case in group:
+            pacer.switch_to(case.runner.library)
+            # Noise only ever adds time: the smaller of the two estimates is the better one (a
+            # first sample stalled by another process would otherwise leave the case 1 sample).
+            case.est = min(case.sample(), case.est)
+            k = max(1, math.ceil(MIN_SAMPLE_TIME / case.est))
+            if k != case.k:  # the estimate was off: that sample was a warm-up
+                case.samples.clear()
+                case.k = k
+        left = deadline - time.perf_counter() - pause * (len(cases) - i)
+        spent = sum(c.sample_cost * len(c.samples) for c in group)  # already, in this group
+        counts = plan_samples([c.sample_cost for c in cases[i:]], left + spent, repeat)
+        # the samples still wanted, in `rounds` more turns (the estimate's was the first)
+        more = [max(0, n - len(c.samples)) for c, n in zip(group, counts)]
+        rounds = min(THREADED_ROUNDS - 1, max(more)) if threaded else max(more)
+        for r in range(1, rounds + 1):
+            for case, n, m in zip(group, counts, more):
+                target = n - m + math.ceil(m * r / rounds)
+                if len(case.samples) < target:
+                    pacer.switch_to(case.runner.library)
+                    while len(case.samples) < target:
+                        case.sample()
         if done is not None:
-            done(i, case)
+            done(i, group)
 
 
 def run(args):

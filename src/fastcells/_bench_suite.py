@@ -360,16 +360,20 @@ def child_main(args):
 
     settle = _Settle(args.settle, args.budget / 4)
 
-    def before(i, case):
-        case.settle_s = settle.wait() if args.settle > 0 else 0.0
-        case.load = _Load()
+    def before(i, group):
+        settle_s = settle.wait() if args.settle > 0 else 0.0
+        load = _Load()  # over the group's samples, which alternate among its cases
+        for case in group:
+            case.settle_s, case.load = settle_s / len(group), load
 
-    def done(i, case):
-        case.load = case.load.result()
-        last = i + 1 == len(cases) or (cases[i + 1].p is not case.p)
-        if last:
-            _log(f"[{threads} thr] timed {case.p.cell} {case.p.label} ({i + 1}/{len(cases)} "
-                 f"cases, {time.perf_counter() - start:.0f} s)")
+    def done(i, group):
+        load = group[0].load.result()
+        for case in group:
+            case.load = load
+        end = i + len(group)
+        if end == len(cases) or cases[end].p is not group[0].p:
+            _log(f"[{threads} thr] timed {group[0].p.cell} {group[0].p.label} ({end}/"
+                 f"{len(cases)} cases, {time.perf_counter() - start:.0f} s)")
 
     _bench.time_cases(cases, deadline, args.repeat, pacer, done, before)
     _log(f"[{threads} thr] timed {len(cases)} cases in "
