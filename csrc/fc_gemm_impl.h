@@ -290,13 +290,21 @@ void FC_FN(fc_gemv)(fc_int K, fc_int Nc, const FC_REAL *x, fc_int incx, const FC
                     fc_int ldw, int beta, FC_REAL *y)
 {
     typedef FC_FN(fc_vec) vec;
-    if (Nc < FC_VL) { /* narrower than one vector */
-        for (fc_int j = 0; j < Nc; j++) {
-            FC_REAL s = 0;
-            for (fc_int k = 0; k < K; k++)
-                s += x[k * incx] * W[k * ldw + j];
-            y[j] = beta ? s + y[j] : s;
+    if (Nc < FC_VL) { /* narrower than one vector: each row through a zero-padded vector, so
+                       * that a column rounds as on the vector paths (a scalar loop may not
+                       * contract its multiply-adds alike) */
+        FC_REAL row[FC_VL] __attribute__((aligned(64))), lanes[FC_VL];
+        vec acc = (vec){0};
+        for (fc_int j = Nc; j < FC_VL; j++)
+            row[j] = 0;
+        for (fc_int k = 0; k < K; k++) {
+            for (fc_int j = 0; j < Nc; j++)
+                row[j] = W[k * ldw + j];
+            acc += x[k * incx] * *(const vec *)row;
         }
+        *(vec *)lanes = acc;
+        for (fc_int j = 0; j < Nc; j++)
+            y[j] = beta ? lanes[j] + y[j] : lanes[j];
         return;
     }
     /* NumPy aligns arrays to 16 bytes, and a 64-byte load that straddles two cache lines

@@ -55,6 +55,32 @@ def test_results_do_not_depend_on_threads(cell, kw, training, dtype, restore_thr
     assert threads.for_loop(N, H, cell.G * H, np.empty(1)) >= 2
 
 
+# A batch of one in inference splits its hidden units among the threads (_seq.pxd): H = 33
+# and 17 leave a last thread a block of one unit, D = 0 a projection of zeros, T = 70 two
+# chunks (the last shorter than fc_gemm's rows: projected by thread 0 alone). The split is
+# forced below its threshold (MIN_UNITS_WORK) to reach these shapes quickly.
+@pytest.mark.parametrize("T,D,H", [(70, 6, 33), (20, 0, 17), (130, 8, 100)])
+@pytest.mark.parametrize("kw", [{}, {"time_major": True}, {"lengths": True}],
+                         ids=["batch_first", "time_major", "lengths"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_of_one_splits_units_alike(cell, T, D, H, kw, dtype, restore_threads,
+                                         monkeypatch):
+    monkeypatch.setattr(threads, "MIN_UNITS_WORK", 1)
+    rng = np.random.default_rng(11)
+    p = cell.problem(rng, 1, T, D, H, dtype, time_major=kw.get("time_major", False))
+    if kw.get("lengths"):
+        kw = {"lengths": np.array([T - 3])}
+    one = _run(cell, p, 1, False, **kw)
+    twin = cell.forward(cell.ref(), p["xs"], p["Wx"], p["Wh"], p["b"], p["states"], **kw)
+    for k, (a, b) in enumerate(zip(one, [twin[0], *twin[1]])):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5 if dtype == np.float32 else 1e-12,
+                                   err_msg=f"result {k} against the twin")
+    for nth in (2, 3):
+        many = _run(cell, p, nth, False, **kw)
+        for k, (a, b) in enumerate(zip(one, many)):
+            np.testing.assert_array_equal(a, b, err_msg=f"result {k} with {nth} threads")
+
+
 def test_thread_count_follows_the_work(restore_threads):
     fastcells.set_num_threads(8)
     packed, none = np.empty(1), np.empty(0)
@@ -64,8 +90,15 @@ def test_thread_count_follows_the_work(restore_threads):
     assert threads.for_loop(32, 256, 1024, packed) == 8
     assert threads.for_loop(4, 1024, 4096, packed) == 4        # at most one row each
     assert threads.for_loop(64, 1024, 4096, packed) == 8
+    assert threads.for_units(64, 4) == 1                       # tiny: the barriers cost more
+    assert threads.for_units(128, 4) == 8                      # LSTM H = 128: 8 blocks of 16
+    assert threads.for_units(40, 4) == 1
+    assert threads.for_units(256, 1) == 1 and threads.for_units(512, 1) == 8
+    fastcells.set_num_threads(3)
+    assert threads.for_units(1024, 3) == 3
     fastcells.set_num_threads(1)
     assert threads.for_loop(32, 256, 1024, packed) == 1
+    assert threads.for_units(1024, 4) == 1
 
 
 @pytest.mark.parametrize("bad,error", [(0, ValueError), (-2, ValueError), (1.5, TypeError),

@@ -161,7 +161,8 @@ def test_sequence_kernel_checks_the_arrays_it_is_given(rng):
                  hT=h0.copy(), cT=c0.copy())
         a.update(over)
         _lstm.forward_infer(a["X"], Wx, Wh, b, None, N, T, False, False, a["Y"], a["P"],
-                            a["hT"], a["cT"], np.empty(0), np.empty(0), none, none, nth=1)
+                            a["hT"], a["cT"], np.empty(0), np.empty(0), none, none, np.empty(0),
+                            nth=1)
         return a
 
     out = run()
@@ -177,4 +178,5 @@ def test_sequence_kernel_checks_the_arrays_it_is_given(rng):
     with expect(TypeError, "lengths"):
         _lstm.forward_infer(xs.reshape(N * T, D), Wx, Wh, b, np.full(N, T, np.int32), N, T,
                             False, False, np.empty((N * T, H)), np.empty((T * N, 4 * H)),
-                            h0.copy(), c0.copy(), np.empty(0), np.empty(0), none, none)
+                            h0.copy(), c0.copy(), np.empty(0), np.empty(0), none, none,
+                            np.empty(0))

@@ -5,7 +5,7 @@ import threading
 
 import numpy as np
 
-from . import _blas
+from . import _blas, threads
 from ._validate import check_cache, output_grad, sequence_order, state_grad
 
 # Inference keeps the gates of at most this many steps (their input projection is one GEMM per
@@ -122,6 +122,19 @@ def packed_weights(dtype, N, T, *products, slot="Wp"):
         return _NONE[dtype][0]
     n = sum(_blas._packed_size(dtype, K, Nc) for K, Nc in products)
     return scratch((n,), dtype, slot=slot)
+
+
+def units_split(seq, extra, supported=True):
+    """Threads and work buffer for inference of a batch of one split by hidden units (see
+    _seq.pxd and threads.for_units): (nth, scratch of H*G*H + extra*H elements), or (1, empty)
+    when it does not pay, with more than one sequence, with reverse=True, and unless
+    `supported` (the cell's variant has the split)."""
+    nth = 1
+    if supported and seq.N == 1 and not seq.reverse and not seq.empty:
+        nth = threads.for_units(seq.H, seq.G)
+    if nth == 1:
+        return 1, _NONE[seq.dtype][0]
+    return nth, scratch((seq.H * (seq.G * seq.H + extra),), seq.dtype, slot="units")
 
 
 def packed_input_weights(seq):

@@ -15,6 +15,7 @@ dWh[:, 2H:] are one GEMM each (from Hp and RH).
 cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
+from libc.string cimport memcpy
 
 from ._blas cimport pack, packed_size, parallel
 from ._fastpath cimport array_ptrs, cell_typenum, empty, lengths_ptr
@@ -27,6 +28,7 @@ from ._csrc cimport fc_gru_rb_fwd_out_f32, fc_gru_rb_fwd_out_f64
 from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, lens_at, project_chunk, project_sequences, rows, scatter_reversed
 from ._seq cimport solo, sync, team_colsum, team_gemm, team_own_gemm, team_pack
+from ._seq cimport gather_units, one_off, project_units, unit_range
 
 cnp.import_array()
 
@@ -202,6 +204,7 @@ cdef struct Steps:  # the arguments of the loops for the threads (void pointers:
     void *U
     void *hT
     void *wp
+    void *wu
     const void *dY
     bint has_dy
     void *dh
@@ -461,13 +464,71 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
         parallel(nth, forward_task, &a)
 
 
+cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc,
+                      const floating *X, const floating *Wx, const floating *Wh,
+                      const floating *b, const int64_t *lens, floating *P, floating *h,
+                      floating *Y, floating *wu) noexcept nogil:
+    """Inference of a batch of one with reset_after on a team split by hidden units (see
+    _seq.pxd and _lstm.units_infer). wu holds the threads' slices of Wh (H x 3H in all), then
+    per unit 3 input-side gate sums, 3 recurrent ones, 6 biases and its uh, then the second h
+    buffer (H)."""
+    cdef Py_ssize_t G3 = 3 * H, ys = L.ts * H, u0, u1, chunk, t0, t1, t
+    unit_range(tm, H, &u0, &u1)
+    cdef Py_ssize_t Hu = u1 - u0
+    cdef floating *rest = wu + H * G3
+    cdef floating *wt = wu + G3 * u0          # (H, 3Hu): this thread's columns of Wh
+    cdef floating *a = rest + 3 * u0          # (3Hu,): x_t @ Wx, its columns
+    cdef floating *u = rest + G3 + 3 * u0     # (3Hu,): h_{t-1} @ Wh, its columns
+    cdef floating *bias = rest + 2 * G3 + 6 * u0  # (6Hu,): its columns of both rows of b
+    cdef floating *uh = rest + 4 * G3 + u0    # (Hu,)
+    cdef floating *h_cur = h
+    cdef floating *h_next = rest + 4 * G3 + H  # (H,): h_t, while h_{t-1} is read
+    cdef floating *swap
+    gather_units(H, 3, H, u0, u1, Wh, G3, wt)
+    gather_units(1, 6, H, u0, u1, b, 2 * G3, bias)
+    for chunk in range((L.T + Tc - 1) // Tc):
+        t0 = chunk * Tc
+        t1 = min(L.T, t0 + Tc)
+        # P[t - t0] = X[t] @ Wx  (this thread's columns, or all of them on thread 0)
+        project_units(tm, L, X, D, t0, t1, Wx, 3, H, u0, u1, P)
+        for t in range(t0, t1):
+            if Hu > 0:
+                # u = h_{t-1} @ Wh, then h_t, on this thread's units
+                gather_units(1, 3, H, u0, u1, P + (t - t0) * G3, G3, a)
+                one_off(1, 3 * Hu, H, h_cur, H, wt, 3 * Hu, False, 0, u, 3 * Hu)
+                fwd_step(solo(), 1, Hu, a, 3 * Hu, u, bias, h_cur + u0, H, h_next + u0, H,
+                         Y + t * ys + u0, H, uh, 0, lens, t)
+            sync(tm)
+            swap = h_cur
+            h_cur = h_next
+            h_next = swap
+    if h_cur != h and Hu > 0:  # h_T is in the other buffer
+        memcpy(h + u0, h_cur + u0, Hu * sizeof(floating))
+
+
+cdef void units_task(void *arg, int tid, int nth) noexcept nogil:
+    cdef Steps *s = <Steps *> arg
+    cdef Team tm
+    tm.tid, tm.nth = tid, nth
+    if s.dbl:
+        units_infer(tm, s.L, s.D, s.H, s.Tc, <const double *> s.X, <const double *> s.Wx,
+                    <const double *> s.Wh, <const double *> s.b, s.lens, <double *> s.g,
+                    <double *> s.hT, <double *> s.Y, <double *> s.wu)
+    else:
+        units_infer(tm, s.L, s.D, s.H, s.Tc, <const float *> s.X, <const float *> s.Wx,
+                    <const float *> s.Wh, <const float *> s.b, s.lens, <float *> s.g,
+                    <float *> s.hT, <float *> s.Y, <float *> s.wu)
+
+
 cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint reverse,
                     bint reset_after, const floating *X, const floating *Wx,
                     const floating *Wh, const floating *b, const int64_t *lens, floating *Y,
                     floating *P, floating *S, floating *U, floating *h, floating *wp,
-                    floating *wxp, floating *Xr, floating *Ys, int nth) noexcept nogil:
-    """forward_infer's loop: Wh, Wx packed (when wp, wxp), then the chunks, on a team of nth
-    threads or, on one, step by step through Xr and Ys with reverse."""
+                    floating *wxp, floating *Xr, floating *Ys, floating *wu,
+                    int nth) noexcept nogil:
+    """forward_infer's loop: with wu (a batch of one, reset_after), on a team split by hidden
+    units; otherwise Wh, Wx packed (when wp, wxp), then the chunks, on a team of nth threads
+    or, on one, step by step through Xr and Ys with reverse."""
     cdef Py_ssize_t N = L.N, T = L.T, G3 = 3 * H
     cdef Py_ssize_t chunk, t0, t1, t
     # step t's outputs: Y + t*hs (row stride ldh), or with reverse the scratch Ys
@@ -476,7 +537,10 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     cdef Steps a
     a.L, a.D, a.H, a.Tc, a.reset_after, a.X, a.Wx = L, D, H, Tc, reset_after, X, Wx
     a.wxp, a.Wh, a.wp, a.b, a.lens, a.g, a.U = wxp, Wh, wp, b, lens, P, U
-    a.s, a.ld_s, a.hT, a.Y, a.dbl = S, H, h, Y, floating is double
+    a.s, a.ld_s, a.hT, a.Y, a.wu, a.dbl = S, H, h, Y, wu, floating is double
+    if wu != NULL:  # (needs reset_after, no reverse)
+        parallel(nth, units_task, &a)
+        return
     if wxp != NULL:
         pack(D, G3, Wx, G3, False, wxp)
     pack_forward(solo(), H, Wh, reset_after, wp)
@@ -512,7 +576,9 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
                   cnp.ndarray Wxp,                # work: Wx packed, or empty (see project)
                   cnp.ndarray Xr,                 # work (Tc*N, D) with reverse, else empty
                   cnp.ndarray Ys,                 # work (N, H) with reverse, else empty
-                  int nth=1):                     # threads (more than 1: Wp, Wxp, no reverse)
+                  cnp.ndarray Wu,                 # work (3H*H + 14H,): N = 1 split by units
+                  int nth=1):                     # threads (more than 1: Wp, Wxp or Wu, no
+                                                  # reverse)
     """Inference (see _lstm.forward_infer): h updated in place, Tc steps of gates held; with
     reverse the input rows are gathered through Xr and the outputs scattered from Ys."""
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -520,22 +586,22 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
     cdef Py_ssize_t D = cnp.PyArray_DIMS(X)[1], H = cnp.PyArray_DIMS(Wh)[0]
     cdef Py_ssize_t Tc = cnp.PyArray_DIMS(P)[0] // N
     cdef const int64_t *lens = lengths_ptr(lengths)
-    cdef void *p[13]
-    array_ptrs((X, Wx, Wh, b, Y, P, S, U, hT, Wp, Wxp, Xr, Ys), tn, p)
+    cdef void *p[14]
+    array_ptrs((X, Wx, Wh, b, Y, P, S, U, hT, Wp, Wxp, Xr, Ys, Wu), tn, p)
     if tn == cnp.NPY_FLOAT32:
         with nogil:
             infer_run(L, D, H, Tc, reverse, reset_after, <const float *> p[0],
                       <const float *> p[1], <const float *> p[2], <const float *> p[3], lens,
                       <float *> p[4], <float *> p[5], <float *> p[6], <float *> p[7],
                       <float *> p[8], <float *> p[9], <float *> p[10], <float *> p[11],
-                      <float *> p[12], nth)
+                      <float *> p[12], <float *> p[13], nth)
     elif tn == cnp.NPY_FLOAT64:
         with nogil:
             infer_run(L, D, H, Tc, reverse, reset_after, <const double *> p[0],
                       <const double *> p[1], <const double *> p[2], <const double *> p[3], lens,
                       <double *> p[4], <double *> p[5], <double *> p[6], <double *> p[7],
                       <double *> p[8], <double *> p[9], <double *> p[10], <double *> p[11],
-                      <double *> p[12], nth)
+                      <double *> p[12], <double *> p[13], nth)
     else:
         raise TypeError(f"forward_infer: float32 or float64 arrays, got {Wh.dtype}")
 

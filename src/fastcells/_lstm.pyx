@@ -22,6 +22,7 @@ data pointers are read through the NumPy C API (a memoryview argument costs ~0.6
 cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
+from libc.string cimport memcpy
 
 from ._blas cimport pack, parallel
 from ._fastpath cimport array_ptrs, cell_typenum, empty, lengths_ptr
@@ -29,6 +30,7 @@ from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
 from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, lens_at, project_chunk, rows, scatter_reversed, solo, sync
+from ._seq cimport gather_units, one_off, project_units, unit_range
 from ._seq cimport project_sequences, team_colsum, team_gemm, team_own_gemm, team_pack
 
 cnp.import_array()
@@ -101,6 +103,7 @@ cdef struct Steps:
     void *hT
     void *cT
     void *wp
+    void *wu
     const void *dY
     bint has_dy
     void *dh
@@ -301,6 +304,59 @@ cdef void infer_task(void *arg, int tid, int nth) noexcept nogil:
                      <float *> s.Y, <const float *> s.wp)
 
 
+cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc,
+                      const floating *X, const floating *Wx, const floating *Wh,
+                      const floating *b, const int64_t *lens, floating *P, floating *h,
+                      floating *c, floating *Y, floating *wu) noexcept nogil:
+    """Inference of a batch of one on a team split by hidden units (see _seq.pxd). wu holds
+    the threads' slices of Wh (H x 4H in all), then per unit 4 gate sums and 4 biases, then
+    the second h buffer (H)."""
+    cdef Py_ssize_t G4 = 4 * H, ys = L.ts * H, u0, u1, chunk, t0, t1, t
+    unit_range(tm, H, &u0, &u1)
+    cdef Py_ssize_t Hu = u1 - u0
+    cdef floating *wt = wu + G4 * u0                  # (H, 4Hu): this thread's columns of Wh
+    cdef floating *gates = wu + H * G4 + 4 * u0       # (4Hu,): its gate sums of a step
+    cdef floating *bias = wu + H * G4 + G4 + 4 * u0   # (4Hu,): its columns of b
+    cdef floating *h_cur = h
+    cdef floating *h_next = wu + H * G4 + 2 * G4      # (H,): h_t, while h_{t-1} is read
+    cdef floating *swap
+    gather_units(H, 4, H, u0, u1, Wh, G4, wt)
+    gather_units(1, 4, H, u0, u1, b, G4, bias)
+    for chunk in range((L.T + Tc - 1) // Tc):
+        t0 = chunk * Tc
+        t1 = min(L.T, t0 + Tc)
+        # P[t - t0] = X[t] @ Wx  (this thread's columns, or all of them on thread 0)
+        project_units(tm, L, X, D, t0, t1, Wx, 4, H, u0, u1, P)
+        for t in range(t0, t1):
+            if Hu > 0:
+                # gates = P[t - t0] + h_{t-1} @ Wh  (this thread's columns), then its units of
+                # c_t (in place) and h_t (into the other buffer)
+                gather_units(1, 4, H, u0, u1, P + (t - t0) * G4, G4, gates)
+                one_off(1, 4 * Hu, H, h_cur, H, wt, 4 * Hu, False, 1, gates, 4 * Hu)
+                fwd_step(solo(), 1, Hu, gates, 4 * Hu, bias, c + u0, H, c + u0, H, h_cur + u0,
+                         H, h_next + u0, H, Y + t * ys + u0, H, <floating *> NULL, 0, lens, t)
+            sync(tm)
+            swap = h_cur
+            h_cur = h_next
+            h_next = swap
+    if h_cur != h and Hu > 0:  # h_T is in the other buffer
+        memcpy(h + u0, h_cur + u0, Hu * sizeof(floating))
+
+
+cdef void units_task(void *arg, int tid, int nth) noexcept nogil:
+    cdef Steps *s = <Steps *> arg
+    cdef Team tm
+    tm.tid, tm.nth = tid, nth
+    if s.dbl:
+        units_infer(tm, s.L, s.D, s.H, s.Tc, <const double *> s.X, <const double *> s.Wx,
+                    <const double *> s.Wh, <const double *> s.b, s.lens, <double *> s.G,
+                    <double *> s.hT, <double *> s.cT, <double *> s.Y, <double *> s.wu)
+    else:
+        units_infer(tm, s.L, s.D, s.H, s.Tc, <const float *> s.X, <const float *> s.Wx,
+                    <const float *> s.Wh, <const float *> s.b, s.lens, <float *> s.G,
+                    <float *> s.hT, <float *> s.cT, <float *> s.Y, <float *> s.wu)
+
+
 # ---- the sequence API (typed memoryviews) -----------------------------------------------------
 def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
                   const floating[:, ::1] Wx,      # (D, 4H)
@@ -332,9 +388,10 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
                     const floating *X, const floating *Wx, const floating *Wh,
                     const floating *b, const int64_t *lens, floating *Y, floating *P,
                     floating *h, floating *c, floating *wp, floating *wxp, floating *Xr,
-                    floating *Ys, int nth) noexcept nogil:
-    """forward_infer's loop: Wh, Wx packed (when wp, wxp), then the chunks, on a team of nth
-    threads or, on one, step by step through Xr and Ys with reverse."""
+                    floating *Ys, floating *wu, int nth) noexcept nogil:
+    """forward_infer's loop: with wu (a batch of one), on a team split by hidden units;
+    otherwise Wh, Wx packed (when wp, wxp), then the chunks, on a team of nth threads or, on
+    one, step by step through Xr and Ys with reverse."""
     cdef Py_ssize_t N = L.N, T = L.T, G4 = 4 * H
     cdef Py_ssize_t chunk, t0, t1, t
     # step t's outputs: Y + t*hs (row stride ldh), or with reverse the scratch Ys
@@ -343,7 +400,10 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     cdef Steps s
     s.L, s.D, s.H, s.Tc, s.X, s.Wx, s.wxp = L, D, H, Tc, X, Wx, wxp
     s.Wh, s.b, s.lens, s.G, s.hT, s.cT = Wh, b, lens, P, h, c
-    s.Y, s.wp, s.dbl = Y, wp, floating is double
+    s.Y, s.wp, s.wu, s.dbl = Y, wp, wu, floating is double
+    if wu != NULL:  # (needs no reverse)
+        parallel(nth, units_task, &s)
+        return
     if wxp != NULL:
         pack(D, G4, Wx, G4, False, wxp)
     if wp != NULL:
@@ -378,7 +438,9 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
                   cnp.ndarray Wxp,                # work: Wx packed, or empty (see project)
                   cnp.ndarray Xr,                 # work (Tc*N, D) with reverse, else empty
                   cnp.ndarray Ys,                 # work (N, H) with reverse, else empty
-                  int nth=1):                     # threads (more than 1: Wp, Wxp, no reverse)
+                  cnp.ndarray Wu,                 # work (4H*H + 9H,): N = 1 split by units
+                  int nth=1):                     # threads (more than 1: Wp, Wxp or Wu, no
+                                                  # reverse)
     """Inference: the state is updated in place in hT, cT; only Tc steps of gates are held
     (Tc = P.shape[0] // N), their input projection one GEMM per chunk. With reverse, step t
     of sequence n is at position rev_pos(n, t) (_seq.pxd): its input rows are gathered
@@ -389,20 +451,21 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
     cdef Py_ssize_t D = cnp.PyArray_DIMS(X)[1], H = cnp.PyArray_DIMS(Wh)[0]
     cdef Py_ssize_t Tc = cnp.PyArray_DIMS(P)[0] // N
     cdef const int64_t *lens = lengths_ptr(lengths)
-    cdef void *p[12]
-    array_ptrs((X, Wx, Wh, b, Y, P, hT, cT, Wp, Wxp, Xr, Ys), tn, p)
+    cdef void *p[13]
+    array_ptrs((X, Wx, Wh, b, Y, P, hT, cT, Wp, Wxp, Xr, Ys, Wu), tn, p)
     if tn == cnp.NPY_FLOAT32:
         with nogil:
             infer_run(L, D, H, Tc, reverse, <const float *> p[0], <const float *> p[1],
                       <const float *> p[2], <const float *> p[3], lens, <float *> p[4],
                       <float *> p[5], <float *> p[6], <float *> p[7], <float *> p[8],
-                      <float *> p[9], <float *> p[10], <float *> p[11], nth)
+                      <float *> p[9], <float *> p[10], <float *> p[11], <float *> p[12], nth)
     elif tn == cnp.NPY_FLOAT64:
         with nogil:
             infer_run(L, D, H, Tc, reverse, <const double *> p[0], <const double *> p[1],
                       <const double *> p[2], <const double *> p[3], lens, <double *> p[4],
                       <double *> p[5], <double *> p[6], <double *> p[7], <double *> p[8],
-                      <double *> p[9], <double *> p[10], <double *> p[11], nth)
+                      <double *> p[9], <double *> p[10], <double *> p[11], <double *> p[12],
+                      nth)
     else:
         raise TypeError(f"forward_infer: float32 or float64 arrays, got {Wh.dtype}")
 

@@ -8,6 +8,7 @@ function of h_t (1 - h² for tanh, [h > 0] for relu), so no pre-activation is ke
 cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
+from libc.string cimport memcpy
 
 from ._blas cimport pack, parallel
 from ._fastpath cimport array_ptrs, cell_typenum, empty, lengths_ptr
@@ -16,6 +17,7 @@ from ._csrc cimport fc_rnn_fwd_step_f32, fc_rnn_fwd_step_f64
 from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, panels, project_chunk, project_sequences, rows, scatter_reversed
 from ._seq cimport solo, sync, team_colsum, team_gemm, team_own_gemm, team_pack
+from ._seq cimport gather_units, one_off, project_units, unit_range
 
 cnp.import_array()
 
@@ -66,6 +68,7 @@ cdef struct Steps:  # the arguments of the loops for the threads (void pointers:
     void *hp
     void *hT
     void *wp
+    void *wu
     const void *dY
     bint has_dy
     void *dh
@@ -280,13 +283,64 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
         parallel(nth, forward_task, &s)
 
 
+cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, int act,
+                      const floating *X, const floating *Wx, const floating *Wh,
+                      const floating *b, const int64_t *lens, floating *P, floating *h,
+                      floating *Y, floating *wu) noexcept nogil:
+    """Inference of a batch of one on a team split by hidden units (see _seq.pxd and
+    _lstm.units_infer). wu holds the threads' slices of Wh (H x H in all), then the second h
+    buffer (H)."""
+    cdef Py_ssize_t ys = L.ts * H, u0, u1, chunk, t0, t1, t
+    unit_range(tm, H, &u0, &u1)
+    cdef Py_ssize_t Hu = u1 - u0
+    cdef floating *wt = wu + H * u0         # (H, Hu): this thread's columns of Wh
+    cdef floating *h_cur = h
+    cdef floating *h_next = wu + H * H      # (H,): h_t, while h_{t-1} is read
+    cdef floating *swap
+    cdef floating *p
+    gather_units(H, 1, H, u0, u1, Wh, H, wt)
+    for chunk in range((L.T + Tc - 1) // Tc):
+        t0 = chunk * Tc
+        t1 = min(L.T, t0 + Tc)
+        # P[t - t0] = X[t] @ Wx  (this thread's columns, or all of them on thread 0)
+        project_units(tm, L, X, D, t0, t1, Wx, 1, H, u0, u1, P)
+        for t in range(t0, t1):
+            if Hu > 0:
+                # p += h_{t-1} @ Wh, then h_t, on this thread's columns
+                p = P + (t - t0) * H
+                one_off(1, Hu, H, h_cur, H, wt, Hu, False, 1, p + u0, H)
+                fwd_step(1, u0, u1, act, p, H, b, h_cur, H, h_next, H, Y + t * ys, L.ns * H,
+                         lens, t)
+            sync(tm)
+            swap = h_cur
+            h_cur = h_next
+            h_next = swap
+    if h_cur != h and Hu > 0:  # h_T is in the other buffer
+        memcpy(h + u0, h_cur + u0, Hu * sizeof(floating))
+
+
+cdef void units_task(void *arg, int tid, int nth) noexcept nogil:
+    cdef Steps *s = <Steps *> arg
+    cdef Team tm
+    tm.tid, tm.nth = tid, nth
+    if s.dbl:
+        units_infer(tm, s.L, s.D, s.H, s.Tc, s.act, <const double *> s.X,
+                    <const double *> s.Wx, <const double *> s.Wh, <const double *> s.b, s.lens,
+                    <double *> s.P, <double *> s.hT, <double *> s.Y, <double *> s.wu)
+    else:
+        units_infer(tm, s.L, s.D, s.H, s.Tc, s.act, <const float *> s.X,
+                    <const float *> s.Wx, <const float *> s.Wh, <const float *> s.b, s.lens,
+                    <float *> s.P, <float *> s.hT, <float *> s.Y, <float *> s.wu)
+
+
 cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint reverse, int act,
                     const floating *X, const floating *Wx, const floating *Wh,
                     const floating *b, const int64_t *lens, floating *Y, floating *P,
                     floating *h, floating *wp, floating *wxp, floating *Xr, floating *Ys,
-                    int nth) noexcept nogil:
-    """forward_infer's loop: Wh, Wx packed (when wp, wxp), then the chunks, on a team of nth
-    threads or, on one, step by step through Xr and Ys with reverse."""
+                    floating *wu, int nth) noexcept nogil:
+    """forward_infer's loop: with wu (a batch of one), on a team split by hidden units;
+    otherwise Wh, Wx packed (when wp, wxp), then the chunks, on a team of nth threads or, on
+    one, step by step through Xr and Ys with reverse."""
     cdef Py_ssize_t N = L.N, T = L.T
     cdef Py_ssize_t chunk, t0, t1, t
     # step t's outputs: Y + t*hs (row stride ldh), or with reverse the scratch Ys
@@ -295,7 +349,10 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     cdef Steps s
     s.L, s.D, s.H, s.act, s.Tc, s.X, s.Wx, s.wxp = L, D, H, act, Tc, X, Wx, wxp
     s.Wh, s.b, s.lens, s.P, s.hT, s.Y = Wh, b, lens, P, h, Y
-    s.wp, s.dbl = wp, floating is double
+    s.wp, s.wu, s.dbl = wp, wu, floating is double
+    if wu != NULL:  # (needs no reverse)
+        parallel(nth, units_task, &s)
+        return
     if wxp != NULL:
         pack(D, H, Wx, H, False, wxp)
     if wp != NULL:
@@ -329,7 +386,9 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
                   cnp.ndarray Wxp,                # work: Wx packed, or empty (see project)
                   cnp.ndarray Xr,                 # work (Tc*N, D) with reverse, else empty
                   cnp.ndarray Ys,                 # work (N, H) with reverse, else empty
-                  int nth=1):                     # threads (more than 1: Wp, Wxp, no reverse)
+                  cnp.ndarray Wu,                 # work (H*H + H,): N = 1 split by units
+                  int nth=1):                     # threads (more than 1: Wp, Wxp or Wu, no
+                                                  # reverse)
     """Inference (see _lstm.forward_infer): h updated in place, Tc steps held; with reverse
     the input rows are gathered through Xr and the outputs scattered from Ys."""
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -337,20 +396,20 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
     cdef Py_ssize_t D = cnp.PyArray_DIMS(X)[1], H = cnp.PyArray_DIMS(Wh)[0]
     cdef Py_ssize_t Tc = cnp.PyArray_DIMS(P)[0] // N
     cdef const int64_t *lens = lengths_ptr(lengths)
-    cdef void *p[11]
-    array_ptrs((X, Wx, Wh, b, Y, P, hT, Wp, Wxp, Xr, Ys), tn, p)
+    cdef void *p[12]
+    array_ptrs((X, Wx, Wh, b, Y, P, hT, Wp, Wxp, Xr, Ys, Wu), tn, p)
     if tn == cnp.NPY_FLOAT32:
         with nogil:
             infer_run(L, D, H, Tc, reverse, act, <const float *> p[0], <const float *> p[1],
                       <const float *> p[2], <const float *> p[3], lens, <float *> p[4],
                       <float *> p[5], <float *> p[6], <float *> p[7], <float *> p[8],
-                      <float *> p[9], <float *> p[10], nth)
+                      <float *> p[9], <float *> p[10], <float *> p[11], nth)
     elif tn == cnp.NPY_FLOAT64:
         with nogil:
             infer_run(L, D, H, Tc, reverse, act, <const double *> p[0], <const double *> p[1],
                       <const double *> p[2], <const double *> p[3], lens, <double *> p[4],
                       <double *> p[5], <double *> p[6], <double *> p[7], <double *> p[8],
-                      <double *> p[9], <double *> p[10], nth)
+                      <double *> p[9], <double *> p[10], <double *> p[11], nth)
     else:
         raise TypeError(f"forward_infer: float32 or float64 arrays, got {Wh.dtype}")
 

@@ -268,6 +268,57 @@ cdef inline void project_chunk(Layout L, const floating *X, Py_ssize_t D, bint r
         project(L, X, D, t0, t1, W, GW, P, L.N * GW, GW, Wp)
 
 
+# ---- a batch of one on a team: split by hidden units ----------------------------------------
+# With N = 1 there are no rows to share and the per-step product is one row (a GEMV, which
+# streams all of Wh from cache every step). Instead each thread takes whole blocks of
+# UNIT_BLOCK hidden units: it copies its units' columns of every gate block of Wh, side by
+# side, into a contiguous slice of its own (small enough to stay in its core's L1 when Wh would
+# not fit one L1), and per step computes its units' gate sums (fc_gemv on that slice, each
+# column summed exactly as by the one-thread GEMV), their pointwise pass and its units of h_t,
+# into the other of two h buffers: one barrier per step, after which every thread reads all of
+# h_t. A unit's numbers are those of one thread, whatever the split.
+cdef enum:
+    UNIT_BLOCK = 16
+
+
+cdef inline void unit_range(Team tm, Py_ssize_t H, Py_ssize_t *u0, Py_ssize_t *u1) noexcept nogil:
+    """This thread's hidden units [u0, u1): whole blocks of UNIT_BLOCK (the last may be short)."""
+    cdef Py_ssize_t B = (H + UNIT_BLOCK - 1) // UNIT_BLOCK
+    u0[0] = min(H, UNIT_BLOCK * (B * tm.tid // tm.nth))
+    u1[0] = min(H, UNIT_BLOCK * (B * (tm.tid + 1) // tm.nth))
+
+
+cdef inline void gather_units(Py_ssize_t rows, Py_ssize_t G, Py_ssize_t H, Py_ssize_t u0,
+                              Py_ssize_t u1, const floating *src, Py_ssize_t lds,
+                              floating *dst) noexcept nogil:
+    """dst (rows x G*(u1 - u0), contiguous) = columns [g*H + u0, g*H + u1) of each of the G
+    blocks of src (rows x G*H, row stride lds), side by side."""
+    cdef Py_ssize_t Hu = u1 - u0, r, g
+    if Hu > 0:
+        for r in range(rows):
+            for g in range(G):
+                memcpy(dst + (r * G + g) * Hu, src + r * lds + g * H + u0, Hu * sizeof(floating))
+
+
+cdef inline void project_units(Team tm, Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t0,
+                               Py_ssize_t t1, const floating *W, Py_ssize_t G, Py_ssize_t H,
+                               Py_ssize_t u0, Py_ssize_t u1, floating *P) noexcept nogil:
+    """The input projection of steps [t0, t1) of a batch of one into P ((t1 - t0), G*H), as
+    project_chunk computes it on one thread: from ONE_OFF_MIN_ROWS steps on, fc_gemm (which sums
+    every element alike whatever columns it is given), so each thread projects its own units'
+    columns; fewer steps go to BLAS, whose rounding may depend on the columns, so thread 0 does
+    all of them. A barrier follows."""
+    cdef Py_ssize_t g, GH = G * H
+    if t1 - t0 >= ONE_OFF_MIN_ROWS:
+        if u1 > u0:
+            for g in range(G):
+                own_gemm(False, False, t1 - t0, u1 - u0, D, X + t0 * L.ts * D, L.ts * D,
+                         W + g * H + u0, GH, 0, P + g * H + u0, GH)
+    elif tm.tid == 0:
+        project(L, X, D, t0, t1, W, GH, P, GH, GH)
+    sync(tm)
+
+
 cdef inline void scatter_reversed(Layout L, const floating *Ys, Py_ssize_t H,
                                   const int64_t *lens, Py_ssize_t t,
                                   floating *Y) noexcept nogil:

@@ -20,7 +20,7 @@ import numpy as np
 from . import _gru, threads
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
                       packed_input_weights, packed_weights, reverse_buffers, scratch,
-                      states_by_step)
+                      states_by_step, units_split)
 from ._types import GRUGrads
 from ._validate import Sequence, check_flag
 
@@ -78,10 +78,14 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
         # of xs and hs itself (no reordered copy: the memory is hs plus O(N*H))
         if not seq.empty:
             S = scratch((N, H), dtype, slot="S")  # uh scratch, or rh
-            nth = 1 if seq.reverse else threads.for_loop(N, H, 3 * H, Wp)
+            # a batch of one, reset_after only (reset-before has two dependent products per
+            # step): per unit 3 + 3 gate sums, 6 biases, uh; the second h buffer
+            nth, Wu = units_split(seq, 14, reset_after)
+            if nth == 1 and not seq.reverse:
+                nth = threads.for_loop(N, H, 3 * H, Wp)
             _gru.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                seq.reverse, reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h,
-                               Wp, packed_input_weights(seq), *reverse_buffers(seq),
+                               Wp, packed_input_weights(seq), *reverse_buffers(seq), Wu,
                                nth=nth)
         return hs, h, None
     cache = GRUCache(seq)

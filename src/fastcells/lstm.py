@@ -14,7 +14,7 @@ import numpy as np
 from . import _lstm, threads
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
                       packed_input_weights, packed_weights, reverse_buffers, scratch,
-                      states_by_step)
+                      states_by_step, units_split)
 from ._types import LSTMGrads
 from ._validate import Sequence, check_flag
 
@@ -60,10 +60,12 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
         # h, c are updated in place into h_T, c_T; with reverse the kernel walks the reversed
         # positions of xs and hs itself (no reordered copy: the memory is hs plus O(N*H))
         if not seq.empty:
-            nth = 1 if seq.reverse else threads.for_loop(N, H, 4 * H, Wp)
+            nth, Wu = units_split(seq, 9)  # a batch of one: per unit 4 gates, 4 biases; h
+            if nth == 1 and not seq.reverse:
+                nth = threads.for_loop(N, H, 4 * H, Wp)
             _lstm.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                 seq.reverse, Y, chunk_buffer(seq, 4 * H), h, c, Wp,
-                                packed_input_weights(seq), *reverse_buffers(seq),
+                                packed_input_weights(seq), *reverse_buffers(seq), Wu,
                                 nth=nth)
         return hs, (h, c), None
     cache = LSTMCache(seq)

@@ -9,7 +9,7 @@ import numpy as np
 from . import _rnn, threads
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
                       packed_input_weights, packed_weights, reverse_buffers, scratch,
-                      states_by_step)
+                      states_by_step, units_split)
 from ._types import RNNGrads
 from ._validate import Sequence, check_flag
 
@@ -66,10 +66,12 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
         # h is updated in place into h_T; with reverse the kernel walks the reversed positions
         # of xs and hs itself (no reordered copy: the memory is hs plus O(N*H))
         if not seq.empty:
-            nth = 1 if seq.reverse else threads.for_loop(N, H, H, Wp)
+            nth, Wu = units_split(seq, 1)  # a batch of one: the second h buffer
+            if nth == 1 and not seq.reverse:
+                nth = threads.for_loop(N, H, H, Wp)
             _rnn.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                seq.reverse, act, Y, chunk_buffer(seq, H), h, Wp,
-                               packed_input_weights(seq), *reverse_buffers(seq), nth=nth)
+                               packed_input_weights(seq), *reverse_buffers(seq), Wu, nth=nth)
         return hs, h, None
     cache = RNNCache(seq)
     cache.act = act

@@ -10,9 +10,11 @@ The one-off products of training (input projection, weight gradients, dxs) run o
 threads, through fastcells' own GEMM (split by column panels, or rows for narrow products), so
 training calls no BLAS: OpenBLAS's thread pool, whose idle workers keep spinning for ~0.1 s
 after each multi-threaded call, no longer contends with fastcells' threads. A loop stays on one
-thread when its per-step work is too small to pay for the barriers (a batch of one, small H),
-and when another thread of the process is already running a threaded loop (the pool is
-shared; results are the same either way).
+thread when its per-step work is too small to pay for the barriers (small N*H, or a single
+step), and when another thread of the process is already running a threaded loop (the pool is
+shared; results are the same either way). Inference of a batch of one, whose per-step product
+is a single row, splits the hidden units instead (each thread keeps its units' columns of Wh
+in its own core's cache), from MIN_UNITS_WORK per step on (LSTM: H >= 128).
 """
 import operator
 import os
@@ -22,6 +24,13 @@ __all__ = ["set_num_threads", "get_num_threads"]
 # Below this many multiply-adds of the recurrent product per thread and step, another thread
 # costs more in synchronization (two barriers per step, ~1 µs each) than it saves.
 MIN_WORK_PER_THREAD = 1 << 17
+# Inference of a batch of one splits its hidden units among threads (for_units) from this much
+# work per step on: G*H*(H + 64), the multiply-adds of h @ Wh plus ~64 per gate and unit for the
+# pointwise pass. Below it the barrier of every step (~0.25 µs measured between two cores here)
+# eats what another thread saves. Measured, time on 2 threads over 1: LSTM H = 96 0.96x, 128
+# 0.78x, 1024 0.62x; GRU H = 160 0.85x, 256 0.66x; RNN H = 256 1.00x, 362 0.57x.
+MIN_UNITS_WORK = 3 << 15
+UNIT_BLOCK = 16  # hidden units per block of the split (_seq.pxd)
 
 
 def _default_threads():
@@ -66,3 +75,12 @@ def for_loop(N, H, GH, packed):
     work = N * H * GH
     nth = min(_num_threads, N, max(1, min(H, GH) // 16), max(1, work // MIN_WORK_PER_THREAD))
     return max(1, nth)
+
+
+def for_units(H, G):
+    """Threads for inference of a batch of one split by hidden units (per step: (1 x H) @
+    (H x G*H), then the pointwise pass): 1 below MIN_UNITS_WORK, else as many as the setting
+    allows while each keeps a block of UNIT_BLOCK units."""
+    if G * H * (H + 64) < MIN_UNITS_WORK:
+        return 1
+    return max(1, min(_num_threads, -(-H // UNIT_BLOCK)))
