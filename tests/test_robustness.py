@@ -751,3 +751,72 @@ def test_blas_and_python_thread_counts_do_not_change_results():
     assert len(flat) == 8 and len(set(flat)) == 1, (
         f"digests differ: BLAS threads 1 -> {digests[0]}, 2 -> {digests[1]} (serial first, "
         f"then 3 Python threads)")
+
+
+# ---- the memory of result arrays (_common._Pool) ----------------------------------------------
+def _problem(rng, N=8, T=40, D=64, H=64):
+    """An LSTM training problem whose large results (hs, the cache, dxs: >= 64 KB) come from
+    the pool."""
+    return dict(xs=rng.standard_normal((N, T, D)).astype(np.float32),
+                Wx=(0.3 * rng.standard_normal((D, 4 * H))).astype(np.float32),
+                Wh=(0.3 * rng.standard_normal((H, 4 * H))).astype(np.float32),
+                b=rng.standard_normal(4 * H).astype(np.float32),
+                dhs=rng.standard_normal((N, T, H)).astype(np.float32))
+
+
+def _train_step(a):
+    hs, _, cache = fastcells.lstm_forward(a["xs"], a["Wx"], a["Wh"], a["b"])
+    return hs, cache, fastcells.lstm_backward(cache, a["dhs"])
+
+
+def test_training_reuses_the_memory_of_dropped_results():
+    """A training step allocates (nearly) nothing once the previous step's results are gone:
+    their memory went back to the pool, not to the system (where the next step would page
+    fault it in again), and the arrays it hands out are correct, aligned and distinct."""
+    from fastcells import _common
+    fastcells.release_memory()
+    first = _train_step(_problem(np.random.default_rng(5)))
+    del first
+    assert _common._POOL.bytes > 0
+    a = _problem(np.random.default_rng(6))
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        hs, cache, grads = _train_step(a)
+        new = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    pooled = [hs, cache.gates, cache.h_prev, cache.c_prev, cache.tanh_c, grads.dxs]
+    assert all(x.nbytes >= _common.POOL_MIN_BYTES for x in pooled)
+    held = sum(x.nbytes for x in pooled)
+    assert new < held / 8, f"the step allocated {new} bytes for {held} bytes of results"
+    for k, x in enumerate(pooled):
+        assert x.__array_interface__["data"][0] % 64 == 0
+        for y in pooled[k + 1:]:
+            assert not np.shares_memory(x, y)
+    twin_hs, _, twin_cache = ref.lstm_forward(a["xs"], a["Wx"], a["Wh"], a["b"])
+    twin = ref.lstm_backward(twin_cache, a["dhs"])
+    np.testing.assert_allclose(hs, twin_hs, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grads.dxs, twin.dxs, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grads.dWh, twin.dWh, rtol=1e-4, atol=1e-3)
+
+
+def test_pool_keeps_at_most_its_limit_and_release_memory_empties_it(monkeypatch):
+    from fastcells import _common
+    fastcells.release_memory()
+    monkeypatch.setattr(_common, "POOL_MAX_BYTES", 300_000)
+    results = [_train_step(_problem(np.random.default_rng(k))) for k in range(3)]
+    held = sum(r[0].nbytes + r[1].gates.nbytes for r in results)
+    del results
+    assert 0 < _common._POOL.bytes <= 300_000 < held
+    fastcells.release_memory()
+    assert _common._POOL.bytes == 0 and not _common._POOL.free
+
+
+def test_size_classes():
+    from fastcells._common import _size_class
+    for n in (1, 7, 8, 9, 100, 65536, 65537, 81920, 81921, 10**6, 3 * 2**20 + 1):
+        c = _size_class(n)
+        assert n <= c <= 1.25 * n or c - n < 8, (n, c)
+    assert _size_class(65537) == _size_class(80000) == 81920  # near sizes share a class

@@ -458,9 +458,10 @@ def peak_memory(runner, mode):
     of the allocator, not pages touched:
 
     - fastcells and the twin: ``tracemalloc`` (numpy reports its array buffers to it; fastcells
-      allocates every buffer through numpy, its C code allocates nothing). fastcells' per-thread
-      scratch buffers, which it keeps between calls, are released first, so that the call's
-      work arrays are counted as they are on a first call. BLAS's internal buffers, allocated
+      allocates every buffer through numpy, its C code allocates nothing). The memory
+      fastcells keeps between calls (its per-thread scratch buffers, the pool of freed result
+      arrays) is released first (``release_memory``), so that the call's arrays are counted
+      as they are on a first call. BLAS's internal buffers, allocated
       once per process by OpenBLAS, are not counted.
     - torch: the CPU allocator's events in ``torch.profiler`` (``profile_memory=True``): the
       running sum of the sizes allocated and freed during the call, sorted by time; the peak of
@@ -486,10 +487,10 @@ def peak_memory(runner, mode):
         del out
         return peak, total
     import tracemalloc
-    from fastcells._common import release_scratch
+    from fastcells._common import release_memory
     ours = runner.impl == "fastcells"
     if ours:
-        release_scratch()
+        release_memory()
     started = not tracemalloc.is_tracing()
     if started:
         tracemalloc.start()
@@ -498,7 +499,7 @@ def peak_memory(runner, mode):
         base = tracemalloc.get_traced_memory()[0]
         out = fn()
         if ours:  # what the call keeps is what it returns, not the buffers it caches
-            release_scratch()
+            release_memory()
         kept, peak = tracemalloc.get_traced_memory()
         del out
     finally:

@@ -628,8 +628,9 @@ def notes(report):
         text.append(
             f"Peak memory ({report['memory_threads']}-thread process, one call each): bytes "
             "allocated by the call and alive at once at the worst moment, inputs not counted "
-            "(outputs, cache, gradients, temporaries; fastcells' scratch buffers, which it "
-            "keeps between calls, released first, so counted as on a first call); tracemalloc "
+            "(outputs, cache, gradients, temporaries; the memory fastcells keeps between "
+            "calls, its scratch buffers and pool of freed result arrays, released first "
+            "(release_memory), so counted as on a first call); tracemalloc "
             "for fastcells and the twin, the CPU allocator's events in torch.profiler for "
             "torch; BLAS/OpenMP internal "
             "buffers are not counted, nor is onnxruntime measured (its arena is visible to "
