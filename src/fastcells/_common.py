@@ -82,15 +82,17 @@ def result_empty(shape, dtype):
 # by page: measured here, 780 page faults and ~1.9 ms of system time per small LSTM training
 # step (16x50x64x128, ~20% of it), 3800 and ~12 ms per medium one (~11%). So from
 # POOL_MIN_BYTES on a result array's memory comes from, and goes back to, a pool that keeps up
-# to POOL_MAX_BYTES of it for the next calls (release_memory empties it).
+# to POOL_MAX_BYTES of it for the next calls (release_memory empties it). A new buffer is the
+# array's size plus POOL_SLACK bytes, so the pool adds O(1) to what a call holds.
 POOL_MIN_BYTES = 1 << 16
 POOL_MAX_BYTES = 1 << 28
 POOL_SLACK = 4096 + 64  # a buffer's bytes beyond its size class: its stagger and alignment
 
 
 def _size_class(nbytes):
-    """nbytes rounded up to 2^k, 1.25, 1.5 or 1.75 * 2^k (so that near sizes share buffers,
-    wasting at most a fifth)."""
+    """nbytes rounded up to 2^k, 1.25, 1.5 or 1.75 * 2^k: the pool looks for a freed buffer
+    among those of the request's class, so that near sizes share buffers (a buffer serves
+    requests of at least four fifths of its size)."""
     k = max(0, nbytes.bit_length() - 3)
     step = 1 << k
     return -(-nbytes // step) * step
@@ -118,20 +120,25 @@ class _Pool:
 
     def __init__(self):
         self.lock = threading.RLock()  # re-entrant: a finalizer may run inside a locked block
-        self.free = {}   # size class -> [uint8 buffers]
+        self.free = {}   # size class of their capacity -> [uint8 buffers]
         self.bytes = 0   # held in self.free
         self.count = 0   # arrays handed out (modulo): their stagger
 
     def array(self, shape, dtype, nbytes):
-        """A 64-byte-aligned (uninitialized) array of `shape`, `dtype` (nbytes in all)."""
+        """A 64-byte-aligned (uninitialized) array of `shape`, `dtype` (nbytes in all): in a
+        freed buffer of the same size class that holds it, else in a new one of just its size
+        (plus POOL_SLACK)."""
         size = _size_class(nbytes)
+        buf = None
         with self.lock:
-            buffers = self.free.get(size)
-            buf = buffers.pop() if buffers else None
-            if buf is not None:
-                self.bytes -= buf.nbytes
+            buffers = self.free.get(size, ())
+            for k in range(len(buffers) - 1, -1, -1):
+                if buffers[k].nbytes - POOL_SLACK >= nbytes:
+                    buf = buffers.pop(k)
+                    self.bytes -= buf.nbytes
+                    break
         if buf is None:
-            buf = np.empty(size + POOL_SLACK, np.uint8)
+            buf = np.empty(nbytes + POOL_SLACK, np.uint8)
         # 64-byte aligned, and each array 7 cache lines further into a page than the one
         # before (modulo 64 lines): arrays of one call that all began at the same page offset
         # would have their rows of a step collide in the same L1 sets and alias in the store
@@ -143,7 +150,7 @@ class _Pool:
     def give(self, buf):
         with self.lock:
             if self.bytes + buf.nbytes <= POOL_MAX_BYTES:
-                self.free.setdefault(buf.nbytes - POOL_SLACK, []).append(buf)
+                self.free.setdefault(_size_class(buf.nbytes - POOL_SLACK), []).append(buf)
                 self.bytes += buf.nbytes
 
     def clear(self):

@@ -15,7 +15,6 @@ dWh[:, 2H:] are one GEMM each (from Hp and RH).
 cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
-from libc.string cimport memcpy
 
 from ._blas cimport pack, packed_size, parallel
 from ._fastpath cimport array_ptrs, cell_typenum, empty, lengths_ptr
@@ -28,7 +27,7 @@ from ._csrc cimport fc_gru_rb_fwd_out_f32, fc_gru_rb_fwd_out_f64
 from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, lens_at, project_chunk, project_sequences, rows, scatter_reversed
 from ._seq cimport solo, sync, team_colsum, team_gemm, team_own_gemm, team_pack
-from ._seq cimport gather_units, one_off, project_units, unit_range
+from ._seq cimport gather_units, one_off, project_units, unit_range, units_done, units_next
 
 cnp.import_array()
 
@@ -483,7 +482,6 @@ cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t 
     cdef floating *uh = rest + 4 * G3 + u0    # (Hu,)
     cdef floating *h_cur = h
     cdef floating *h_next = rest + 4 * G3 + H  # (H,): h_t, while h_{t-1} is read
-    cdef floating *swap
     gather_units(H, 3, H, u0, u1, Wh, G3, wt)
     gather_units(1, 6, H, u0, u1, b, 2 * G3, bias)
     for chunk in range((L.T + Tc - 1) // Tc):
@@ -498,12 +496,8 @@ cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t 
                 one_off(1, 3 * Hu, H, h_cur, H, wt, 3 * Hu, False, 0, u, 3 * Hu)
                 fwd_step(solo(), 1, Hu, a, 3 * Hu, u, bias, h_cur + u0, H, h_next + u0, H,
                          Y + t * ys + u0, H, uh, 0, lens, t)
-            sync(tm)
-            swap = h_cur
-            h_cur = h_next
-            h_next = swap
-    if h_cur != h and Hu > 0:  # h_T is in the other buffer
-        memcpy(h + u0, h_cur + u0, Hu * sizeof(floating))
+            units_next(tm, &h_cur, &h_next)
+    units_done(h, h_cur, u0, u1)
 
 
 cdef void units_task(void *arg, int tid, int nth) noexcept nogil:

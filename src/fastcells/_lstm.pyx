@@ -22,7 +22,6 @@ data pointers are read through the NumPy C API (a memoryview argument costs ~0.6
 cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
-from libc.string cimport memcpy
 
 from ._blas cimport pack, parallel
 from ._fastpath cimport array_ptrs, cell_typenum, empty, lengths_ptr
@@ -30,7 +29,7 @@ from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
 from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, lens_at, project_chunk, rows, scatter_reversed, solo, sync
-from ._seq cimport gather_units, one_off, project_units, unit_range
+from ._seq cimport gather_units, one_off, project_units, unit_range, units_done, units_next
 from ._seq cimport project_sequences, team_colsum, team_gemm, team_own_gemm, team_pack
 
 cnp.import_array()
@@ -319,7 +318,6 @@ cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t 
     cdef floating *bias = wu + H * G4 + G4 + 4 * u0   # (4Hu,): its columns of b
     cdef floating *h_cur = h
     cdef floating *h_next = wu + H * G4 + 2 * G4      # (H,): h_t, while h_{t-1} is read
-    cdef floating *swap
     gather_units(H, 4, H, u0, u1, Wh, G4, wt)
     gather_units(1, 4, H, u0, u1, b, G4, bias)
     for chunk in range((L.T + Tc - 1) // Tc):
@@ -335,12 +333,8 @@ cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t 
                 one_off(1, 4 * Hu, H, h_cur, H, wt, 4 * Hu, False, 1, gates, 4 * Hu)
                 fwd_step(solo(), 1, Hu, gates, 4 * Hu, bias, c + u0, H, c + u0, H, h_cur + u0,
                          H, h_next + u0, H, Y + t * ys + u0, H, <floating *> NULL, 0, lens, t)
-            sync(tm)
-            swap = h_cur
-            h_cur = h_next
-            h_next = swap
-    if h_cur != h and Hu > 0:  # h_T is in the other buffer
-        memcpy(h + u0, h_cur + u0, Hu * sizeof(floating))
+            units_next(tm, &h_cur, &h_next)
+    units_done(h, h_cur, u0, u1)
 
 
 cdef void units_task(void *arg, int tid, int nth) noexcept nogil:

@@ -8,7 +8,6 @@ function of h_t (1 - h² for tanh, [h > 0] for relu), so no pre-activation is ke
 cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
-from libc.string cimport memcpy
 
 from ._blas cimport pack, parallel
 from ._fastpath cimport array_ptrs, cell_typenum, empty, lengths_ptr
@@ -17,7 +16,7 @@ from ._csrc cimport fc_rnn_fwd_step_f32, fc_rnn_fwd_step_f64
 from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, panels, project_chunk, project_sequences, rows, scatter_reversed
 from ._seq cimport solo, sync, team_colsum, team_gemm, team_own_gemm, team_pack
-from ._seq cimport gather_units, one_off, project_units, unit_range
+from ._seq cimport gather_units, one_off, project_units, unit_range, units_done, units_next
 
 cnp.import_array()
 
@@ -296,7 +295,6 @@ cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t 
     cdef floating *wt = wu + H * u0         # (H, Hu): this thread's columns of Wh
     cdef floating *h_cur = h
     cdef floating *h_next = wu + H * H      # (H,): h_t, while h_{t-1} is read
-    cdef floating *swap
     cdef floating *p
     gather_units(H, 1, H, u0, u1, Wh, H, wt)
     for chunk in range((L.T + Tc - 1) // Tc):
@@ -311,12 +309,8 @@ cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t 
                 one_off(1, Hu, H, h_cur, H, wt, Hu, False, 1, p + u0, H)
                 fwd_step(1, u0, u1, act, p, H, b, h_cur, H, h_next, H, Y + t * ys, L.ns * H,
                          lens, t)
-            sync(tm)
-            swap = h_cur
-            h_cur = h_next
-            h_next = swap
-    if h_cur != h and Hu > 0:  # h_T is in the other buffer
-        memcpy(h + u0, h_cur + u0, Hu * sizeof(floating))
+            units_next(tm, &h_cur, &h_next)
+    units_done(h, h_cur, u0, u1)
 
 
 cdef void units_task(void *arg, int tid, int nth) noexcept nogil:

@@ -319,6 +319,22 @@ cdef inline void project_units(Team tm, Layout L, const floating *X, Py_ssize_t 
     sync(tm)
 
 
+cdef inline void units_next(Team tm, floating **h_cur, floating **h_next) noexcept nogil:
+    """The end of a step of the units split: the barrier, then the two h buffers trade roles
+    (h_t is the state the next step reads)."""
+    cdef floating *swap = h_cur[0]
+    sync(tm)
+    h_cur[0] = h_next[0]
+    h_next[0] = swap
+
+
+cdef inline void units_done(floating *h, const floating *h_cur, Py_ssize_t u0,
+                            Py_ssize_t u1) noexcept nogil:
+    """After the last step: this thread's units of h_T into h, if h_T is in the other buffer."""
+    if h_cur != h and u1 > u0:
+        memcpy(h + u0, h_cur + u0, (u1 - u0) * sizeof(floating))
+
+
 cdef inline void scatter_reversed(Layout L, const floating *Ys, Py_ssize_t H,
                                   const int64_t *lens, Py_ssize_t t,
                                   floating *Y) noexcept nogil:
