@@ -162,6 +162,7 @@ void fc_gru_rb_bwd_gates_f64(fc_int N, fc_int H, const double *G, fc_int ld_G,
  * CPU (used by fc_gemm_packed; exposed for the tests).
  */
 int fc_gemm_rows(void);
+int fc_gemv_max_vectors(void);
 fc_int fc_packed_size_f32(fc_int K, fc_int Nc);
 fc_int fc_packed_size_f64(fc_int K, fc_int Nc);
 void fc_pack_f32(fc_int K, fc_int Nc, const float *B, fc_int ldb, int trans, float *packed);

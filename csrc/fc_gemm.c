@@ -19,6 +19,13 @@ int fc_gemm_rows(void)
     return rows;
 }
 
+/* Vectors one fc_gemv block may hold: 10 accumulators fit AVX-512's 32 registers with room to
+ * spare; AVX2 and SSE2 hold 8 (each 64-byte vector is two or four registers there). */
+int fc_gemv_max_vectors(void)
+{
+    return fc_gemm_rows() == 8 ? 10 : 8;
+}
+
 /* The packing buffers of fc_gemm_packed (A: FC_APACK_BYTES) and fc_gemm (A, and B: FC_BPACK_BYTES),
  * one pair per thread, shared by both precisions: thread-local storage that the C runtime
  * allocates for each thread on its first call (no allocation in the kernels themselves). */

@@ -68,6 +68,25 @@ def test_one_row_gemm(dtype, N, beta, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N", [16, 17, 64, 100, 192, 256, 300])
+def test_one_row_gemm_rounds_each_column_alike(dtype, N, rng):
+    """Every column of a one-row product has the bits of the same column computed alone (the
+    narrow path) or in any block, edge vector or pass: the batch of one split by hidden units
+    computes each thread's columns as a product of their own and must match one thread."""
+    K = 64
+    a = rng.standard_normal((1, K)).astype(dtype)
+    C0 = rng.standard_normal((1, N)).astype(dtype)
+    for offset in (0, 1, 3):
+        B = _at_offset(rng.standard_normal((K, N)).astype(dtype), offset)
+        C = C0.copy()
+        _blas._gemm(a, B, C, False, False, 1.0, 1.0)
+        for j in range(N):
+            c = C0[:, j:j + 1].copy()
+            _blas._gemm(a, np.ascontiguousarray(B[:, j:j + 1]), c, False, False, 1.0, 1.0)
+            assert c[0, 0] == C[0, j], f"column {j} of {N} (B at element offset {offset})"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M,K,Nc", [(1, 3, 5), (2, 16, 32), (9, 33, 70), (8, 300, 64),
                                     (17, 256, 96)])
 @pytest.mark.parametrize("trans_b", [False, True])
