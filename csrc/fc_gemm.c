@@ -19,11 +19,13 @@ int fc_gemm_rows(void)
     return rows;
 }
 
-/* Vectors one fc_gemv block may hold: 10 accumulators fit AVX-512's 32 registers with room to
- * spare; AVX2 and SSE2 hold 8 (each 64-byte vector is two or four registers there). */
+/* Vectors one fc_gemv block may hold when the edge vectors join it: 10 accumulators fit
+ * AVX-512's 32 registers with room to spare; on AVX2 and SSE2 a 64-byte vector takes two or
+ * four registers, and the full blocks of 8 already spill there, so the edges join only a block
+ * of at most 4 (a pass of their own would spill less but wait on the FMA latency). */
 int fc_gemv_max_vectors(void)
 {
-    return fc_gemm_rows() == 8 ? 10 : 8;
+    return fc_gemm_rows() == 8 ? 10 : 6;
 }
 
 /* The packing buffers of fc_gemm_packed (A: FC_APACK_BYTES) and fc_gemm (A, and B: FC_BPACK_BYTES),

@@ -90,15 +90,16 @@ def test_thread_count_follows_the_work(restore_threads):
     assert threads.for_loop(32, 256, 1024, packed) == 8
     assert threads.for_loop(4, 1024, 4096, packed) == 4        # at most one row each
     assert threads.for_loop(64, 1024, 4096, packed) == 8
-    assert threads.for_units(64, 4) == 1                       # tiny: the barriers cost more
-    assert threads.for_units(128, 4) == 8                      # LSTM H = 128: 8 blocks of 16
-    assert threads.for_units(40, 4) == 1
-    assert threads.for_units(256, 1) == 1 and threads.for_units(512, 1) == 8
+    assert threads.for_units(64, 4, 100) == 1                  # tiny: the barriers cost more
+    assert threads.for_units(128, 4, 100) == 8                 # LSTM H = 128: 8 blocks of 16
+    assert threads.for_units(128, 4, 1) == 1                   # one step: not worth the copy
+    assert threads.for_units(40, 4, 100) == 1
+    assert threads.for_units(256, 1, 100) == 1 and threads.for_units(512, 1, 100) == 8
     fastcells.set_num_threads(3)
-    assert threads.for_units(1024, 3) == 3
+    assert threads.for_units(1024, 3, 50) == 3
     fastcells.set_num_threads(1)
     assert threads.for_loop(32, 256, 1024, packed) == 1
-    assert threads.for_units(1024, 4) == 1
+    assert threads.for_units(1024, 4, 50) == 1
 
 
 @pytest.mark.parametrize("bad,error", [(0, ValueError), (-2, ValueError), (1.5, TypeError),

@@ -1,6 +1,7 @@
 """What the three cells' public modules share: the cache base, the training buffers and the
 preparation of a backward call. Checks are in _validate; the loops in the _<cell>.pyx kernels."""
 import math
+import os
 import threading
 
 import numpy as np
@@ -159,6 +160,8 @@ class _Pool:
 
 
 _POOL = _Pool()
+if hasattr(os, "register_at_fork"):  # a fork's child starts with an empty pool, its lock free
+    os.register_at_fork(after_in_child=_POOL.__init__)
 
 
 # Work arrays of one kernel call, kept per thread between calls (see scratch).
@@ -171,7 +174,8 @@ def release_memory():
     (see scratch: backward's pre-activation gradients, inference's chunk of gates, the packed
     weights) and the freed memory of large result arrays (see _Pool). It goes back to the
     allocator; the next calls that need it allocate it again. Arrays you hold are not
-    affected."""
+    affected. (Another thread's work buffers are freed when that thread ends: into the pool,
+    which this call then empties.)"""
     _SCRATCH.buffers = {}
     _POOL.clear()
 
@@ -235,7 +239,7 @@ def units_split(seq, extra, supported=True):
     `supported` (the cell's variant has the split)."""
     nth = 1
     if supported and seq.N == 1 and not seq.reverse and not seq.empty:
-        nth = threads.for_units(seq.H, seq.G)
+        nth = threads.for_units(seq.H, seq.G, seq.T)
     if nth == 1:
         return 1, _NONE[seq.dtype][0]
     return nth, scratch((seq.H * (seq.G * seq.H + extra),), seq.dtype, slot="units")

@@ -30,6 +30,7 @@ MIN_WORK_PER_THREAD = 1 << 17
 # eats what another thread saves. Measured, time on 2 threads over 1: LSTM H = 96 0.96x, 128
 # 0.78x, 1024 0.62x; GRU H = 160 0.85x, 256 0.66x; RNN H = 256 1.00x, 362 0.57x.
 MIN_UNITS_WORK = 3 << 15
+UNITS_MIN_STEPS = 8  # and over this many steps (the copy of Wh per call pays off)
 UNIT_BLOCK = 16  # hidden units per block of the split (_seq.pxd)
 
 
@@ -77,10 +78,11 @@ def for_loop(N, H, GH, packed):
     return max(1, nth)
 
 
-def for_units(H, G):
+def for_units(H, G, T):
     """Threads for inference of a batch of one split by hidden units (per step: (1 x H) @
-    (H x G*H), then the pointwise pass): 1 below MIN_UNITS_WORK, else as many as the setting
-    allows while each keeps a block of UNIT_BLOCK units."""
-    if G * H * (H + 64) < MIN_UNITS_WORK:
+    (H x G*H), then the pointwise pass): 1 below MIN_UNITS_WORK or UNITS_MIN_STEPS steps (each
+    call copies Wh into the threads' slices first: worth it over enough steps only), else as
+    many as the setting allows while each keeps a block of UNIT_BLOCK units."""
+    if G * H * (H + 64) < MIN_UNITS_WORK or T < UNITS_MIN_STEPS:
         return 1
     return max(1, min(_num_threads, -(-H // UNIT_BLOCK)))
