@@ -358,7 +358,8 @@ void FC_FN(fc_gemv)(fc_int K, fc_int Nc, const FC_REAL *x, fc_int incx, const FC
         head = 0;
     fc_int body = (Nc - head) / FC_VL * FC_VL, tail = Nc - head - body;
     int edges = head > 0 || tail > 0;
-    FC_REAL lanes_h[FC_VL] __attribute__((aligned(64))), lanes_t[FC_VL] __attribute__((aligned(64)));
+    FC_REAL lanes_h[FC_VL] __attribute__((aligned(64)));
+    FC_REAL lanes_t[FC_VL] __attribute__((aligned(64)));
     fc_int j = head, end = head + body;
     int rest = (int)(body / FC_VL % FC_GEMV_NV); /* vectors of the last, partial block */
     int fold = edges && rest + 2 <= fc_gemv_max_vectors(); /* edges with the partial block */

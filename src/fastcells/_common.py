@@ -60,7 +60,7 @@ def aligned_empty(shape, dtype):
     shape = tuple(shape) if isinstance(shape, (tuple, list)) else (int(shape),)
     n = math.prod(shape)
     if n * dtype.itemsize >= POOL_MIN_BYTES:
-        return _POOL.array(shape, dtype, n * dtype.itemsize)
+        return result_empty(shape, dtype)
     buf = np.empty(n + 64 // dtype.itemsize, dtype)
     start = (-_blas._misalignment(buf) % 64) // dtype.itemsize
     return buf[start:start + n].reshape(shape)

@@ -273,10 +273,11 @@ cdef inline void project_chunk(Layout L, const floating *X, Py_ssize_t D, bint r
 # streams all of Wh from cache every step). Instead each thread takes whole blocks of
 # UNIT_BLOCK hidden units: it copies its units' columns of every gate block of Wh, side by
 # side, into a contiguous slice of its own (which stays in its own core's caches: each core
-# streams 1/nth of Wh per step instead of one core all of it), and per step computes its units' gate sums (fc_gemv on that slice, each
-# column summed exactly as by the one-thread GEMV), their pointwise pass and its units of h_t,
-# into the other of two h buffers: one barrier per step, after which every thread reads all of
-# h_t. A unit's numbers are those of one thread, whatever the split.
+# streams 1/nth of Wh per step instead of one core all of it), and per step computes its units'
+# gate sums (fc_gemv on that slice, each column summed exactly as by the one-thread GEMV),
+# their pointwise pass and its units of h_t, into the other of two h buffers: one barrier per
+# step, after which every thread reads all of h_t. A unit's numbers are those of one thread,
+# whatever the split.
 cdef enum:
     UNIT_BLOCK = 16
 
