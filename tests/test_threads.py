@@ -170,3 +170,23 @@ def test_threaded_calls_work_after_fork(restore_threads):
     child.join(timeout=60)
     assert child.exitcode == 0, "the forked child hung or failed"
     assert q.get(timeout=10) == expected
+
+
+def test_idle_workers_sleep(restore_threads):
+    """After a threaded call the pool's workers spin only briefly (up to 1 ms, for a next call
+    back to back) and then sleep: over 0.2 s of an idle process they take (almost) no CPU."""
+    import time
+
+    fastcells.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    N, T, D, H = 32, 20, 16, 128
+    assert threads.for_loop(N, H, 4 * H, np.empty(1)) == 2
+    fastcells.lstm_forward(rng.standard_normal((N, T, D)).astype(np.float32),
+                           rng.standard_normal((D, 4 * H)).astype(np.float32),
+                           rng.standard_normal((H, 4 * H)).astype(np.float32) / 16,
+                           np.zeros(4 * H, np.float32), training=False)
+    time.sleep(0.05)  # well past the spin
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    time.sleep(0.2)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    assert cpu < 0.25 * wall, f"the idle pool took {cpu:.3f} s of CPU in {wall:.3f} s"
