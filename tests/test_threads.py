@@ -81,7 +81,8 @@ def test_batch_of_one_splits_units_alike(cell, T, D, H, kw, dtype, restore_threa
             np.testing.assert_array_equal(a, b, err_msg=f"result {k} with {nth} threads")
 
 
-def test_thread_count_follows_the_work(restore_threads):
+def test_thread_count_follows_the_work(restore_threads, monkeypatch):
+    monkeypatch.setattr(threads, "L1D_BYTES", 64 << 10)  # as on a CPU with a 64 KiB L1
     fastcells.set_num_threads(8)
     packed, none = np.empty(1), np.empty(0)
     assert threads.for_loop(32, 256, 1024, none) == 1          # no packed product
@@ -94,12 +95,28 @@ def test_thread_count_follows_the_work(restore_threads):
     assert threads.for_units(128, 4, 100) == 8                 # LSTM H = 128: 8 blocks of 16
     assert threads.for_units(128, 4, 1) == 1                   # one step: not worth the copy
     assert threads.for_units(40, 4, 100) == 1
-    assert threads.for_units(256, 1, 100) == 1 and threads.for_units(512, 1, 100) == 8
+    assert threads.for_units(128, 1, 100) == 1 and threads.for_units(512, 1, 100) == 8
     fastcells.set_num_threads(3)
     assert threads.for_units(1024, 3, 50) == 3
     fastcells.set_num_threads(1)
     assert threads.for_loop(32, 256, 1024, packed) == 1
     assert threads.for_units(1024, 4, 50) == 1
+    # Wh past the L1 data cache: from a quarter of the work (Wh streams from L2 on one core)
+    fastcells.set_num_threads(2)
+    monkeypatch.setattr(threads, "L1D_BYTES", 32 << 10)
+    assert threads.for_units(64, 4, 100) == 2                  # LSTM H = 64: Wh 64 KiB
+    assert threads.for_units(64, 3, 100) == 2                  # GRU: 48 KiB
+    assert threads.for_units(48, 3, 100) == 1                  # 27 KiB: fits
+    assert threads.for_units(48, 4, 100) == 1                  # 36 KiB, too little work
+    assert threads.for_units(96, 1, 100) == 1 and threads.for_units(128, 1, 100) == 2
+    assert threads.for_units(32, 4, 100, itemsize=8) == 1      # 32 KiB: fits
+    assert threads.for_units(64, 3, 100, itemsize=8) == 2
+    assert threads.for_units(64, 4, 4) == 1                    # too few steps
+
+
+def test_l1_data_cache_size_is_read():
+    """L1D_BYTES: this CPU's L1 data cache, a plausible size (or the 32 KiB fallback)."""
+    assert 8 << 10 <= threads.L1D_BYTES <= 4 << 20
 
 
 @pytest.mark.parametrize("bad,error", [(0, ValueError), (-2, ValueError), (1.5, TypeError),

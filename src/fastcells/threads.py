@@ -14,7 +14,8 @@ thread when its per-step work is too small to pay for the barriers (small N*H, o
 step), and when another thread of the process is already running a threaded loop (the pool is
 shared; results are the same either way). Inference of a batch of one, whose per-step product
 is a single row, splits the hidden units instead (each thread keeps its units' columns of Wh
-in its own core's cache), from MIN_UNITS_WORK per step on (LSTM: H >= 128).
+in its own core's cache), from MIN_UNITS_WORK per step on (LSTM: H >= 128), or a quarter of
+that when Wh exceeds the L1 data cache (LSTM and GRU H = 64 in float32 on a 32 KiB L1).
 """
 import operator
 import os
@@ -30,8 +31,39 @@ MIN_WORK_PER_THREAD = 1 << 17
 # eats what another thread saves. Measured, time on 2 threads over 1: LSTM H = 96 0.96x, 128
 # 0.78x, 1024 0.62x; GRU H = 160 0.85x, 256 0.66x; RNN H = 256 1.00x, 362 0.57x.
 MIN_UNITS_WORK = 3 << 15
+# ... and from a quarter of that when Wh does not fit one core's L1 data cache (L1D_BYTES): one
+# thread then streams all of Wh from L2 every step, while each of two holds its half in its own
+# L1. Measured on a 32 KiB-L1 CPU (AMD EPYC, 2 threads over 1, 1x100x32xH inference): LSTM
+# H = 64 (Wh 64 KiB) 0.72x, GRU H = 64 (48 KiB) 0.73x, RNN H = 128 (64 KiB) ~1.0x; below the
+# threshold the barrier costs more: LSTM H = 48 (36 KiB) ~1.0x, RNN H = 96 (36 KiB) 2.7x, and
+# whenever Wh fits L1 (GRU H = 48, 27 KiB: 1.2x).
+MIN_UNITS_WORK_PAST_L1 = 3 << 13
 UNITS_MIN_STEPS = 8  # and over this many steps (the copy of Wh per call pays off)
 UNIT_BLOCK = 16  # hidden units per block of the split (_seq.pxd)
+
+
+def _l1d_bytes():
+    """This CPU's L1 data cache per core (Linux sysfs), or 32 KiB when it cannot be read."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            if not entry.startswith("index"):
+                continue
+            with open(os.path.join(base, entry, "level")) as f:
+                level = f.read().strip()
+            with open(os.path.join(base, entry, "type")) as f:
+                kind = f.read().strip()
+            if level == "1" and kind in ("Data", "Unified"):
+                with open(os.path.join(base, entry, "size")) as f:
+                    size = f.read().strip().upper()
+                scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+                return int(size.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        pass
+    return 32 << 10
+
+
+L1D_BYTES = _l1d_bytes()
 
 
 def _default_threads():
@@ -78,11 +110,14 @@ def for_loop(N, H, GH, packed):
     return max(1, nth)
 
 
-def for_units(H, G, T):
+def for_units(H, G, T, itemsize=4):
     """Threads for inference of a batch of one split by hidden units (per step: (1 x H) @
-    (H x G*H), then the pointwise pass): 1 below MIN_UNITS_WORK or UNITS_MIN_STEPS steps (each
+    (H x G*H), then the pointwise pass): 1 below MIN_UNITS_WORK (MIN_UNITS_WORK_PAST_L1 when
+    Wh, G*H*H elements of `itemsize` bytes, exceeds L1D_BYTES) or UNITS_MIN_STEPS steps (each
     call copies Wh into the threads' slices first: worth it over enough steps only), else as
     many as the setting allows while each keeps a block of UNIT_BLOCK units."""
-    if G * H * (H + 64) < MIN_UNITS_WORK or T < UNITS_MIN_STEPS:
+    work = G * H * (H + 64)
+    past_l1 = G * H * H * itemsize > L1D_BYTES
+    if work < (MIN_UNITS_WORK_PAST_L1 if past_l1 else MIN_UNITS_WORK) or T < UNITS_MIN_STEPS:
         return 1
     return max(1, min(_num_threads, -(-H // UNIT_BLOCK)))
