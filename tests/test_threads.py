@@ -66,7 +66,10 @@ def test_results_do_not_depend_on_threads(cell, kw, training, dtype, restore_thr
 def test_batch_of_one_splits_units_alike(cell, T, D, H, kw, dtype, restore_threads,
                                          monkeypatch):
     monkeypatch.setattr(threads, "MIN_UNITS_WORK", 1)
+    monkeypatch.setattr(threads, "MIN_UNITS_WORK_PAST_L1", 1)
     rng = np.random.default_rng(11)
+    fastcells.set_num_threads(2)
+    assert threads.for_units(H, cell.G, T, np.dtype(dtype).itemsize) == 2  # the split runs
     p = cell.problem(rng, 1, T, D, H, dtype, time_major=kw.get("time_major", False))
     if kw.get("lengths"):
         kw = {"lengths": np.array([T - 3])}
