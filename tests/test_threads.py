@@ -115,6 +115,10 @@ def test_thread_count_follows_the_work(restore_threads, monkeypatch):
     assert threads.for_units(32, 4, 100, itemsize=8) == 1      # 32 KiB: fits
     assert threads.for_units(64, 3, 100, itemsize=8) == 2
     assert threads.for_units(64, 4, 4) == 1                    # too few steps
+    fastcells.set_num_threads(8)  # split for the cache alone: 2 threads, more with the work
+    assert threads.for_units(64, 4, 100) == 2 and threads.for_units(64, 3, 100) == 2
+    assert threads.for_units(96, 4, 100) == 2                  # 61440 multiply-adds a step
+    assert threads.for_units(128, 4, 100) == 8                 # past MIN_UNITS_WORK: as before
 
 
 def test_l1_data_cache_size_is_read():

@@ -115,9 +115,13 @@ def for_units(H, G, T, itemsize=4):
     (H x G*H), then the pointwise pass): 1 below MIN_UNITS_WORK (MIN_UNITS_WORK_PAST_L1 when
     Wh, G*H*H elements of `itemsize` bytes, exceeds L1D_BYTES) or UNITS_MIN_STEPS steps (each
     call copies Wh into the threads' slices first: worth it over enough steps only), else as
-    many as the setting allows while each keeps a block of UNIT_BLOCK units."""
+    many as the setting allows while each keeps a block of UNIT_BLOCK units (and, split for the
+    cache alone, MIN_UNITS_WORK_PAST_L1 of the work, but 2 at least)."""
     work = G * H * (H + 64)
     past_l1 = G * H * H * itemsize > L1D_BYTES
     if work < (MIN_UNITS_WORK_PAST_L1 if past_l1 else MIN_UNITS_WORK) or T < UNITS_MIN_STEPS:
         return 1
-    return max(1, min(_num_threads, -(-H // UNIT_BLOCK)))
+    nth = min(_num_threads, -(-H // UNIT_BLOCK))
+    if work < MIN_UNITS_WORK:  # split for the cache only: 2 threads, more with the work
+        nth = min(nth, max(2, work // MIN_UNITS_WORK_PAST_L1))
+    return max(1, nth)
