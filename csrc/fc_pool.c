@@ -27,7 +27,7 @@
  * the call itself: a 16x25x64x128 LSTM inference on 2 threads took 1.01 ms (median) with a spin
  * of 2000 pauses (~52 us here), 0.63 ms with ten times that, against 0.93 ms on one thread. */
 #define FC_IDLE_SPIN_NS 1000000LL
-#define FC_BARRIER_SPINS 20000   /* pauses (~1 ms) in a barrier, then sched_yield */
+#define FC_BARRIER_SPINS 20000   /* pauses (0.5-0.8 ms) in a barrier, then sched_yield */
 
 static inline void fc_pause(void)
 {

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -199,8 +200,6 @@ def test_threaded_calls_work_after_fork(restore_threads):
 def test_idle_workers_sleep(restore_threads):
     """After a threaded call the pool's workers spin only briefly (up to 1 ms, for a next call
     back to back) and then sleep: over 0.2 s of an idle process they take (almost) no CPU."""
-    import time
-
     fastcells.set_num_threads(2)
     rng = np.random.default_rng(0)
     N, T, D, H = 32, 20, 16, 128
