@@ -180,6 +180,16 @@ void fc_gemm_f32(int trans_a, int trans_b, fc_int M, fc_int Nc, fc_int K, const 
                  fc_int lda, const float *B, fc_int ldb, int beta, float *C, fc_int ldc);
 void fc_gemm_f64(int trans_a, int trans_b, fc_int M, fc_int Nc, fc_int K, const double *A,
                  fc_int lda, const double *B, fc_int ldb, int beta, double *C, fc_int ldc);
+/* The weight gradients of one step's gates, both at once: C1 (M1 x Nc) = A1ᵀ @ B and C2 (M2 x Nc)
+ * = A2ᵀ @ B, for A1 (K x M1), A2 (K x M2), B (K x Nc), with their own row strides; each block
+ * of B is packed once for both (fc_gemm packs it once per call). Each element has the bits
+ * that fc_gemm gives it. */
+void fc_gemm_tn2_f32(fc_int M1, const float *A1, fc_int lda1, float *C1, fc_int ldc1, fc_int M2,
+                     const float *A2, fc_int lda2, float *C2, fc_int ldc2, fc_int Nc, fc_int K,
+                     const float *B, fc_int ldb);
+void fc_gemm_tn2_f64(fc_int M1, const double *A1, fc_int lda1, double *C1, fc_int ldc1,
+                     fc_int M2, const double *A2, fc_int lda2, double *C2, fc_int ldc2, fc_int Nc,
+                     fc_int K, const double *B, fc_int ldb);
 /* One row, no packing: y (Nc) = x (K, stride incx) @ W (K x Nc, row stride ldw) + beta * y,
  * beta 0 or 1 (the products of a batch of one; faster than BLAS's GEMV at these sizes). */
 void fc_gemv_f32(fc_int K, fc_int Nc, const float *x, fc_int incx, const float *W, fc_int ldw,

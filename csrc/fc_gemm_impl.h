@@ -233,13 +233,19 @@ void FC_FN(fc_gemm_packed)(fc_int M, fc_int Nc, fc_int K, const FC_REAL *A, fc_i
     }
 }
 
+/* C1 = op(A1) @ op(B) + beta C1 and, with M2 > 0, C2 = op(A2) @ op(B) + beta C2 (A2 and C2
+ * with their own strides): each block of B is packed once for both products. One expansion of
+ * fc_macro serves both (a loop, not unrolled), and fc_gemm too: each costs build time. */
 FC_CLONES
-void FC_FN(fc_gemm)(int trans_a, int trans_b, fc_int M, fc_int Nc, fc_int K, const FC_REAL *A,
-                    fc_int lda, const FC_REAL *B, fc_int ldb, int beta, FC_REAL *C, fc_int ldc)
+static void FC_FN(fc_gemm_two)(int trans_a, int trans_b, fc_int M1, const FC_REAL *A1,
+                               fc_int lda1, FC_REAL *C1, fc_int ldc1, fc_int M2,
+                               const FC_REAL *A2, fc_int lda2, FC_REAL *C2, fc_int ldc2,
+                               fc_int Nc, fc_int K, const FC_REAL *B, fc_int ldb, int beta)
 {
     FC_REAL *bp = (FC_REAL *)fc_bpack_buf;
     if (K == 0) {
-        FC_FN(fc_gemm_k0)(M, Nc, beta, C, ldc);
+        FC_FN(fc_gemm_k0)(M1, Nc, beta, C1, ldc1);
+        FC_FN(fc_gemm_k0)(M2, Nc, beta, C2, ldc2);
         return;
     }
     for (fc_int j0 = 0; j0 < Nc; j0 += FC_NCB) {
@@ -249,10 +255,29 @@ void FC_FN(fc_gemm)(int trans_a, int trans_b, fc_int M, fc_int Nc, fc_int K, con
             /* B's block (rows k0.., columns j0..) packed: panels of kc rows */
             FC_FN(fc_pack_body)(kc, nc, trans_b ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb,
                                 trans_b, bp);
-            FC_FN(fc_macro)(M, nc, kc, k0, A, lda, trans_a, bp, kc * FC_NR, bp,
-                            k0 == 0 ? beta : 1, C + j0, ldc);
+#pragma GCC unroll 1
+            for (int op = 0; op < 2; op++) {
+                fc_int M = op ? M2 : M1, lda = op ? lda2 : lda1, ldc = op ? ldc2 : ldc1;
+                if (M > 0)
+                    FC_FN(fc_macro)(M, nc, kc, k0, op ? A2 : A1, lda, trans_a, bp, kc * FC_NR,
+                                    bp, k0 == 0 ? beta : 1, (op ? C2 : C1) + j0, ldc);
+            }
         }
     }
+}
+
+void FC_FN(fc_gemm)(int trans_a, int trans_b, fc_int M, fc_int Nc, fc_int K, const FC_REAL *A,
+                    fc_int lda, const FC_REAL *B, fc_int ldb, int beta, FC_REAL *C, fc_int ldc)
+{
+    FC_FN(fc_gemm_two)(trans_a, trans_b, M, A, lda, C, ldc, 0, A, lda, C, ldc, Nc, K, B, ldb,
+                       beta);
+}
+
+void FC_FN(fc_gemm_tn2)(fc_int M1, const FC_REAL *A1, fc_int lda1, FC_REAL *C1, fc_int ldc1,
+                        fc_int M2, const FC_REAL *A2, fc_int lda2, FC_REAL *C2, fc_int ldc2,
+                        fc_int Nc, fc_int K, const FC_REAL *B, fc_int ldb)
+{
+    FC_FN(fc_gemm_two)(1, 0, M1, A1, lda1, C1, ldc1, M2, A2, lda2, C2, ldc2, Nc, K, B, ldb, 0);
 }
 
 /* One row: y (Nc) = x (K, stride incx) @ W (K x Nc, row stride ldw) + beta y (beta 0 or 1).

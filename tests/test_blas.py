@@ -127,6 +127,26 @@ def test_own_gemm(dtype, M, K, Nc, trans_a, trans_b, beta, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("K,M1,M2,Nc", [(1, 1, 1, 1), (0, 3, 5, 7), (530, 75, 19, 160),
+                                        (260, 64, 128, 2100), (33, 0, 9, 70), (33, 9, 0, 70)])
+def test_own_gemm_tn2_has_the_bits_of_two_products(dtype, K, M1, M2, Nc, rng):
+    """The weight gradients of backward, C1 = A1ᵀ @ B and C2 = A2ᵀ @ B with B packed once for
+    both: each must come out with the very bits of its own product (own_gemm), across the KC
+    blocking, the B block of 2048 float columns, K = 0 and an empty operand; no other output
+    element is touched."""
+    A1 = rng.standard_normal((K, M1)).astype(dtype)
+    A2 = rng.standard_normal((K, M2)).astype(dtype)
+    B = rng.standard_normal((K, Nc)).astype(dtype)
+    C1, C2 = np.full((M1, Nc), np.nan, dtype), np.full((M2, Nc), np.nan, dtype)
+    _blas._own_gemm_tn2(A1, A2, B, C1, C2)
+    for A, C in ((A1, C1), (A2, C2)):
+        alone = np.full_like(C, np.nan)
+        _blas._own_gemm(A, B, alone, True, False, False)
+        np.testing.assert_array_equal(C, alone)
+        assert_close(C, (A.T.astype(np.float64) @ B).astype(dtype), "C")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans_a", [False, True])
 def test_own_gemm_bits_do_not_depend_on_the_split(dtype, trans_a, rng):
     """The threads split a product by column panels or by rows (_seq.team_own_gemm): each

@@ -28,6 +28,12 @@ cdef void own_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ss
                    const floating *A, Py_ssize_t lda, const floating *B, Py_ssize_t ldb,
                    bint beta, floating *C, Py_ssize_t ldc) noexcept nogil
 
+# Two weight gradients at once, C1 = A1ᵀ @ B and C2 = A2ᵀ @ B, B packed once for both.
+cdef void own_gemm_tn2(Py_ssize_t M1, const floating *A1, Py_ssize_t lda1, floating *C1,
+                       Py_ssize_t ldc1, Py_ssize_t M2, const floating *A2, Py_ssize_t lda2,
+                       floating *C2, Py_ssize_t ldc2, Py_ssize_t N, Py_ssize_t K,
+                       const floating *B, Py_ssize_t ldb) noexcept nogil
+
 # The recurrent loops' threads (csrc/fc_pool.c, one pool in the process): parallel runs
 # task(ctx, tid, nth) on nth threads at once (fewer, down to the caller alone, when the pool
 # is busy) and returns the number used; barrier(nth) inside a task waits for all of them.

@@ -5,7 +5,7 @@ from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from ._csrc cimport fc_barrier, fc_parallel, fc_task
 from ._csrc cimport fc_gemm_f32, fc_gemm_f64, fc_gemm_rows, fc_pack_f32
-from ._csrc cimport fc_gemm_packed_f32, fc_gemm_packed_f64
+from ._csrc cimport fc_gemm_packed_f32, fc_gemm_packed_f64, fc_gemm_tn2_f32, fc_gemm_tn2_f64
 from ._csrc cimport fc_gemv_f32, fc_gemv_f64, fc_pack_f64, fc_packed_size_f32
 from ._csrc cimport fc_packed_size_f64
 
@@ -104,6 +104,19 @@ cdef void own_gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ss
         fc_gemm_f64(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc)
 
 
+cdef void own_gemm_tn2(Py_ssize_t M1, const floating *A1, Py_ssize_t lda1, floating *C1,
+                       Py_ssize_t ldc1, Py_ssize_t M2, const floating *A2, Py_ssize_t lda2,
+                       floating *C2, Py_ssize_t ldc2, Py_ssize_t N, Py_ssize_t K,
+                       const floating *B, Py_ssize_t ldb) noexcept nogil:
+    """C1 = A1ᵀ @ B and C2 = A2ᵀ @ B (own_gemm's bits), B packed once for both."""
+    if N == 0:
+        return
+    if floating is float:
+        fc_gemm_tn2_f32(M1, A1, lda1, C1, ldc1, M2, A2, lda2, C2, ldc2, N, K, B, ldb)
+    else:
+        fc_gemm_tn2_f64(M1, A1, lda1, C1, ldc1, M2, A2, lda2, C2, ldc2, N, K, B, ldb)
+
+
 cdef int parallel(int nth, fc_task task, void *ctx) noexcept nogil:
     return fc_parallel(nth, task, ctx)
 
@@ -162,6 +175,20 @@ def _gemm(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C
     with nogil:
         gemm(trans_a, trans_b, M, N, K, alpha, a, max(1, A.shape[1]), b, max(1, B.shape[1]),
              beta, &C[0, 0], C.shape[1])
+
+
+def _own_gemm_tn2(const floating[:, ::1] A1, const floating[:, ::1] A2,
+                  const floating[:, ::1] B, floating[:, ::1] C1, floating[:, ::1] C2):
+    """Test hook: C1[...] = A1ᵀ @ B, C2[...] = A2ᵀ @ B through own_gemm_tn2 (shapes trusted)."""
+    cdef Py_ssize_t M1 = C1.shape[0], M2 = C2.shape[0], N = C1.shape[1], K = B.shape[0]
+    cdef const floating *a1 = NULL if A1.size == 0 else &A1[0, 0]
+    cdef const floating *a2 = NULL if A2.size == 0 else &A2[0, 0]
+    cdef const floating *b = NULL if B.size == 0 else &B[0, 0]
+    cdef floating *c1 = NULL if C1.size == 0 else &C1[0, 0]
+    cdef floating *c2 = NULL if C2.size == 0 else &C2[0, 0]
+    with nogil:
+        own_gemm_tn2(M1, a1, max(1, A1.shape[1]), c1, N, M2, a2, max(1, A2.shape[1]), c2, N, N,
+                     K, b, max(1, B.shape[1]))
 
 
 def _own_gemm(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,

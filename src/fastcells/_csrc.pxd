@@ -105,6 +105,12 @@ cdef extern from "fastcells.h" nogil:
                      fc_int lda, const float *B, fc_int ldb, int beta, float *C, fc_int ldc)
     void fc_gemm_f64(int trans_a, int trans_b, fc_int M, fc_int Nc, fc_int K, const double *A,
                      fc_int lda, const double *B, fc_int ldb, int beta, double *C, fc_int ldc)
+    void fc_gemm_tn2_f32(fc_int M1, const float *A1, fc_int lda1, float *C1, fc_int ldc1,
+                         fc_int M2, const float *A2, fc_int lda2, float *C2, fc_int ldc2,
+                         fc_int Nc, fc_int K, const float *B, fc_int ldb)
+    void fc_gemm_tn2_f64(fc_int M1, const double *A1, fc_int lda1, double *C1, fc_int ldc1,
+                         fc_int M2, const double *A2, fc_int lda2, double *C2, fc_int ldc2,
+                         fc_int Nc, fc_int K, const double *B, fc_int ldb)
     void fc_gemv_f32(fc_int K, fc_int Nc, const float *x, fc_int incx, const float *W,
                      fc_int ldw, int beta, float *y)
     void fc_gemv_f64(fc_int K, fc_int Nc, const double *x, fc_int incx, const double *W,

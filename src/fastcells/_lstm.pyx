@@ -31,6 +31,7 @@ from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, lens_at, project_chunk, rows, scatter_reversed, solo, sync
 from ._seq cimport gather_units, one_off, project_units, unit_range, units_done, units_next
 from ._seq cimport project_sequences, team_colsum, team_gemm, team_own_gemm, team_pack
+from ._seq cimport team_weight_grads
 
 cnp.import_array()
 
@@ -201,8 +202,7 @@ cdef void backward_all(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, const floa
     backward_steps(tm, L, H, Wh, G, hp, cp, TC, lens, dY, has_dy, dh, dc, A, wp)
     sync(tm)
     # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
-    team_own_gemm(tm, True, False, D, G4, NT, X, D, A, G4, dWx, G4)
-    team_own_gemm(tm, True, False, H, G4, NT, hp, H, A, G4, dWh, G4)
+    team_weight_grads(tm, NT, G4, D, X, H, hp, A, G4, dWx, dWh)
     team_own_gemm(tm, False, True, NT, D, G4, A, G4, Wx, G4, dX, D)
     team_colsum(tm, NT, G4, A, G4, db)
 

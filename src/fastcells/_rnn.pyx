@@ -16,6 +16,7 @@ from ._csrc cimport fc_rnn_fwd_step_f32, fc_rnn_fwd_step_f64
 from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, panels, project_chunk, project_sequences, rows, scatter_reversed
 from ._seq cimport solo, sync, team_colsum, team_gemm, team_own_gemm, team_pack
+from ._seq cimport team_weight_grads
 from ._seq cimport gather_units, one_off, project_units, unit_range, units_done, units_next
 
 cnp.import_array()
@@ -157,8 +158,7 @@ cdef void backward_all(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, int act,
     backward_steps(tm, L, H, act, Wh, A, lens, dY, has_dy, dh, d, wp)
     sync(tm)
     # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
-    team_own_gemm(tm, True, False, D, H, NT, X, D, d, H, dWx, H)
-    team_own_gemm(tm, True, False, H, H, NT, hp, H, d, H, dWh, H)
+    team_weight_grads(tm, NT, H, D, X, H, hp, d, H, dWx, dWh)
     team_own_gemm(tm, False, True, NT, D, H, d, H, Wx, H, dX, D)
     team_colsum(tm, NT, H, d, H, db)
 

@@ -17,7 +17,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
-from ._blas cimport barrier, gemm, gemm_packed, own_gemm, pack, packed_size
+from ._blas cimport barrier, gemm, gemm_packed, own_gemm, own_gemm_tn2, pack, packed_size
 from ._csrc cimport fc_colsum_f32, fc_colsum_f64
 
 
@@ -172,6 +172,29 @@ cdef inline void team_own_gemm(Team tm, bint trans_a, bint trans_b, Py_ssize_t M
         if r1 > r0:
             own_gemm(trans_a, trans_b, r1 - r0, Nc, K, A + (r0 if trans_a else r0 * lda), lda,
                      B, ldb, 0, C + r0 * ldc, ldc)
+
+
+cdef inline void team_weight_grads(Team tm, Py_ssize_t NT, Py_ssize_t Nc, Py_ssize_t D,
+                                   const floating *X, Py_ssize_t H, const floating *hp,
+                                   const floating *dA, Py_ssize_t ld_dA, floating *dWx,
+                                   floating *dWh) noexcept nogil:
+    """dWx (D, Nc) = Xᵀ @ dA and dWh (H, Nc) = Hpᵀ @ dA for X (NT, D), Hp (NT, H), dA (NT, Nc):
+    team_own_gemm's bits. Split by column panels, each thread packs its block of dA once for
+    both products (measured at (NT, D, H) = (800, 64, 128), cold caches: 1.78 -> 1.65 ms);
+    a product too narrow for that is split by rows, one product after the other."""
+    cdef Py_ssize_t c0, c1, offset
+    cdef Py_ssize_t NR = packed_size(<floating> 0, 1, 1)
+    if tm.nth == 1:
+        if tm.tid == 0:
+            own_gemm_tn2(D, X, D, dWx, Nc, H, hp, H, dWh, Nc, Nc, NT, dA, ld_dA)
+    elif Nc >= 2 * NR * tm.nth and NT > 0:
+        panels(tm, <floating> 0, NT, Nc, &c0, &c1, &offset)
+        if c1 > c0:
+            own_gemm_tn2(D, X, D, dWx + c0, Nc, H, hp, H, dWh + c0, Nc, c1 - c0, NT, dA + c0,
+                         ld_dA)
+    else:
+        team_own_gemm(tm, True, False, D, Nc, NT, X, D, dA, ld_dA, dWx, Nc)
+        team_own_gemm(tm, True, False, H, Nc, NT, hp, H, dA, ld_dA, dWh, Nc)
 
 
 cdef inline void team_colsum(Team tm, Py_ssize_t rows_, Py_ssize_t cols, const floating *A,
