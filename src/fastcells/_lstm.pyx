@@ -33,6 +33,16 @@ from ._seq cimport gather_units, one_off, project_units, unit_range, units_done,
 from ._seq cimport project_sequences, team_colsum, team_gemm, team_own_gemm, team_pack
 from ._seq cimport team_weight_grads
 
+cdef extern from *:
+    """
+    /* the next block of work: a relaxed atomic counter (the pool orders the results) */
+    static inline Py_ssize_t fc_claim(Py_ssize_t *next)
+    {
+        return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
+    }
+    """
+    Py_ssize_t fc_claim(Py_ssize_t *next) noexcept nogil
+
 cnp.import_array()
 
 
@@ -114,6 +124,8 @@ cdef struct Steps:
     void *dWh
     void *db
     bint dbl
+    Py_ssize_t blocks       # rows_infer: blocks of rows, and the next one to claim
+    Py_ssize_t next_block
 
 
 cdef void forward_steps(Team tm, Layout L, Py_ssize_t H, const floating *Wh, const floating *b,
@@ -303,6 +315,36 @@ cdef void infer_task(void *arg, int tid, int nth) noexcept nogil:
                      <float *> s.Y, <const float *> s.wp)
 
 
+cdef void rows_infer(Steps *s, floating dummy) noexcept nogil:
+    """Inference on a team split by sequences: the threads claim blocks of rows (s.blocks of
+    them, in order) until none is left, and each runs all the steps of its block alone
+    (infer_chunks on one thread, the block's share of the chunk buffer) with no barrier: the
+    sequences of a batch do not meet in inference, and the bits of a row do not depend on the
+    rows computed with it. A thread that starts late (a worker waking up) takes fewer blocks
+    instead of holding the others at a barrier every step. Each thread reads all of Wh."""
+    cdef Py_ssize_t blk, n0, n1, N = s.L.N, G4 = 4 * s.H
+    cdef Layout L = s.L  # the same strides between steps and sequences, fewer sequences
+    while True:
+        blk = fc_claim(&s.next_block)
+        if blk >= s.blocks:
+            return
+        n0, n1 = N * blk // s.blocks, N * (blk + 1) // s.blocks
+        L.N = n1 - n0
+        infer_chunks(solo(), L, s.D, s.H, s.Tc, <const floating *> s.X + n0 * L.ns * s.D,
+                     <const floating *> s.Wx, <const floating *> s.wxp,
+                     <const floating *> s.Wh, <const floating *> s.b, lens_at(s.lens, n0),
+                     <floating *> s.G + s.Tc * n0 * G4, <floating *> s.hT + n0 * s.H,
+                     <floating *> s.cT + n0 * s.H, <floating *> s.Y + n0 * L.ns * s.H,
+                     <const floating *> s.wp)
+
+
+cdef void rows_task(void *arg, int tid, int nth) noexcept nogil:
+    if (<Steps *> arg).dbl:
+        rows_infer(<Steps *> arg, <double> 0)
+    else:
+        rows_infer(<Steps *> arg, <float> 0)
+
+
 cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc,
                       const floating *X, const floating *Wx, const floating *Wh,
                       const floating *b, const int64_t *lens, floating *P, floating *h,
@@ -382,7 +424,7 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
                     const floating *X, const floating *Wx, const floating *Wh,
                     const floating *b, const int64_t *lens, floating *Y, floating *P,
                     floating *h, floating *c, floating *wp, floating *wxp, floating *Xr,
-                    floating *Ys, floating *wu, int nth) noexcept nogil:
+                    floating *Ys, floating *wu, int nth, bint by_rows) noexcept nogil:
     """forward_infer's loop: with wu (a batch of one), on a team split by hidden units;
     otherwise Wh, Wx packed (when wp, wxp), then the chunks, on a team of nth threads or, on
     one, step by step through Xr and Ys with reverse."""
@@ -403,7 +445,12 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     if wp != NULL:
         pack(H, G4, Wh, G4, False, wp)
     if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
-        parallel(nth, infer_task, &s)
+        if by_rows:  # blocks of at least a register tile of rows (8), nth or a multiple
+            s.blocks = nth * max(1, N // (8 * nth))
+            s.next_block = 0
+            parallel(nth, rows_task, &s)
+        else:
+            parallel(nth, infer_task, &s)
         return
     for chunk in range((T + Tc - 1) // Tc):
         t0 = chunk * Tc
@@ -433,8 +480,9 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
                   cnp.ndarray Xr,                 # work (Tc*N, D) with reverse, else empty
                   cnp.ndarray Ys,                 # work (N, H) with reverse, else empty
                   cnp.ndarray Wu,                 # work (4H*H + 9H,): N = 1 split by units
-                  int nth=1):                     # threads (more than 1: Wp, Wxp or Wu, no
+                  int nth=1,                      # threads (more than 1: Wp, Wxp or Wu, no
                                                   # reverse)
+                  bint by_rows=False):            # a team split by sequences (rows_infer)
     """Inference: the state is updated in place in hT, cT; only Tc steps of gates are held
     (Tc = P.shape[0] // N), their input projection one GEMM per chunk. With reverse, step t
     of sequence n is at position rev_pos(n, t) (_seq.pxd): its input rows are gathered
@@ -452,14 +500,15 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
             infer_run(L, D, H, Tc, reverse, <const float *> p[0], <const float *> p[1],
                       <const float *> p[2], <const float *> p[3], lens, <float *> p[4],
                       <float *> p[5], <float *> p[6], <float *> p[7], <float *> p[8],
-                      <float *> p[9], <float *> p[10], <float *> p[11], <float *> p[12], nth)
+                      <float *> p[9], <float *> p[10], <float *> p[11], <float *> p[12], nth,
+                      by_rows)
     elif tn == cnp.NPY_FLOAT64:
         with nogil:
             infer_run(L, D, H, Tc, reverse, <const double *> p[0], <const double *> p[1],
                       <const double *> p[2], <const double *> p[3], lens, <double *> p[4],
                       <double *> p[5], <double *> p[6], <double *> p[7], <double *> p[8],
                       <double *> p[9], <double *> p[10], <double *> p[11], <double *> p[12],
-                      nth)
+                      nth, by_rows)
     else:
         raise TypeError(f"forward_infer: float32 or float64 arrays, got {Wh.dtype}")
 

@@ -61,12 +61,14 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
         # positions of xs and hs itself (no reordered copy: the memory is hs plus O(N*H))
         if not seq.empty:
             nth, Wu = units_split(seq, 9)  # a batch of one: per unit 4 gates, 4 biases; h
+            by_rows = False
             if nth == 1 and not seq.reverse:
                 nth = threads.for_loop(N, H, 4 * H, Wp)
+                by_rows = threads.rows_split(N, H, 4, nth, dtype.itemsize)
             _lstm.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                 seq.reverse, Y, chunk_buffer(seq, 4 * H), h, c, Wp,
                                 packed_input_weights(seq), *reverse_buffers(seq), Wu,
-                                nth=nth)
+                                nth=nth, by_rows=by_rows)
         return hs, (h, c), None
     cache = LSTMCache(seq)
     cache.gates = aligned_empty((N * T, 4 * H), dtype)
