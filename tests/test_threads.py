@@ -130,35 +130,38 @@ def test_l1_data_cache_size_is_read():
 
 def test_rows_split_threshold(monkeypatch):
     """A batch in inference splits by sequences when each thread keeps a register tile of rows
-    (ROWS_PER_THREAD) and Wh fits L2, else by column panels; never on one thread."""
+    (ROWS_PER_THREAD) and Wh fits L2 or it keeps 4 tiles, else by column panels; never on one
+    thread."""
     monkeypatch.setattr(threads, "L2_BYTES", 1 << 20)
     assert threads.rows_split(16, 128, 4, 2)
     assert threads.rows_split(32, 256, 4, 2)           # Wh 1 MiB: fits
-    assert not threads.rows_split(32, 256, 4, 2, 8)    # in float64 it does not
-    assert not threads.rows_split(64, 1024, 4, 2)      # Wh 16 MiB
+    assert not threads.rows_split(32, 256, 4, 2, 8)    # in float64 it does not ...
+    assert threads.rows_split(64, 256, 4, 2, 8)        # ... but 32 rows a thread read it well
+    assert not threads.rows_split(62, 1024, 4, 2)      # Wh 16 MiB, 31 rows a thread
+    assert threads.rows_split(64, 1024, 4, 2)
     assert not threads.rows_split(15, 128, 4, 2)       # 7 rows for a thread
     assert threads.rows_split(24, 128, 4, 3) and not threads.rows_split(23, 128, 4, 3)
     assert not threads.rows_split(64, 128, 4, 1)
 
 
-# The split by sequences (rows_split): N = 50 in blocks of 8 or 9 rows (6 blocks on 2 threads,
-# claimed in turn), 41 in 3 and 2 blocks; ragged lengths; both layouts.
+# The split by sequences (rows_split), every cell: N = 50 in blocks of 8 or 9 rows (6 blocks on
+# 2 or 3 threads, claimed in turn), 41 in 4 and 3; ragged lengths; both layouts.
 @pytest.mark.parametrize("N", [50, 41])
 @pytest.mark.parametrize("kw", [{}, {"time_major": True}, {"lengths": True}],
                          ids=["batch_first", "time_major", "lengths"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_inference_split_by_rows_alike(N, kw, dtype, restore_threads):
+def test_inference_split_by_rows_alike(cell, N, kw, dtype, restore_threads, monkeypatch):
+    monkeypatch.setattr(threads, "L2_BYTES", 1 << 20)  # Wh fits, whatever this CPU's L2
     rng = np.random.default_rng(13)
-    T, D, H = 70, 9, 64
-    cell = next(c for c in CELLS if c.name == "lstm")
+    T, D, H = 70, 9, 128
     p = cell.problem(rng, N, T, D, H, dtype, time_major=kw.get("time_major", False))
     if kw.get("lengths"):
         kw = {"lengths": random_lengths(rng, N, T)}
     one = _run(cell, p, 1, False, **kw)
     for nth in (2, 3):
         many = _run(cell, p, nth, False, **kw)
-        assert threads.for_loop(N, H, 4 * H, np.empty(1)) == nth        # the split runs
-        assert threads.rows_split(N, H, 4, nth, np.dtype(dtype).itemsize)
+        assert threads.for_loop(N, H, cell.G * H, np.empty(1)) == nth   # the split runs
+        assert threads.rows_split(N, H, cell.G, nth, np.dtype(dtype).itemsize)
         for k, (a, b) in enumerate(zip(one, many)):
             np.testing.assert_array_equal(a, b, err_msg=f"result {k} with {nth} threads")
 

@@ -28,6 +28,7 @@ from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, lens_at, project_chunk, project_sequences, rows, scatter_reversed
 from ._seq cimport solo, sync, team_colsum, team_gemm, team_own_gemm, team_pack
 from ._seq cimport gather_units, one_off, project_units, unit_range, units_done, units_next
+from ._seq cimport claim_rows, row_blocks
 
 cnp.import_array()
 
@@ -214,6 +215,8 @@ cdef struct Steps:  # the arguments of the loops for the threads (void pointers:
     void *dWh
     void *db
     bint dbl
+    Py_ssize_t blocks       # rows_infer: blocks of rows, and the next one to claim
+    Py_ssize_t next_block
 
 
 cdef void forward_steps(Team tm, Layout L, Py_ssize_t H, const floating *Wh,
@@ -436,6 +439,30 @@ cdef void infer_task(void *arg, int tid, int nth) noexcept nogil:
                      <float *> a.U, <float *> a.s, a.ld_s, <float *> a.hT, <float *> a.Y)
 
 
+cdef void rows_infer(Steps *a, floating dummy) noexcept nogil:
+    """Inference on a team split by sequences (see _lstm.rows_infer): each block of rows its
+    share of the chunk buffer and of the scratch rows S and U."""
+    cdef Py_ssize_t n0, n1, G3 = 3 * a.H
+    cdef Layout L = a.L
+    while claim_rows(&a.next_block, a.blocks, a.L.N, &n0, &n1):
+        L.N = n1 - n0
+        infer_chunks(solo(), L, a.D, a.H, a.Tc, a.reset_after,
+                     <const floating *> a.X + n0 * L.ns * a.D, <const floating *> a.Wx,
+                     <const floating *> a.wxp, <const floating *> a.Wh,
+                     <const floating *> a.wp, <const floating *> a.b, lens_at(a.lens, n0),
+                     <floating *> a.g + a.Tc * n0 * G3,
+                     <floating *> a.U + n0 * G3 if a.U != NULL else <floating *> NULL,
+                     <floating *> a.s + n0 * a.ld_s, a.ld_s, <floating *> a.hT + n0 * a.H,
+                     <floating *> a.Y + n0 * L.ns * a.H)
+
+
+cdef void rows_task(void *arg, int tid, int nth) noexcept nogil:
+    if (<Steps *> arg).dbl:
+        rows_infer(<Steps *> arg, <double> 0)
+    else:
+        rows_infer(<Steps *> arg, <float> 0)
+
+
 # ---- the sequence API (typed memoryviews) -----------------------------------------------------
 def forward_train(const floating[:, ::1] X,       # (N*T, D)
                   const floating[:, ::1] Wx,      # (D, 3H)
@@ -519,7 +546,7 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
                     const floating *Wh, const floating *b, const int64_t *lens, floating *Y,
                     floating *P, floating *S, floating *U, floating *h, floating *wp,
                     floating *wxp, floating *Xr, floating *Ys, floating *wu,
-                    int nth) noexcept nogil:
+                    int nth, bint by_rows) noexcept nogil:
     """forward_infer's loop: with wu (a batch of one, reset_after), on a team split by hidden
     units; otherwise Wh, Wx packed (when wp, wxp), then the chunks, on a team of nth threads
     or, on one, step by step through Xr and Ys with reverse."""
@@ -539,7 +566,11 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
         pack(D, G3, Wx, G3, False, wxp)
     pack_forward(solo(), H, Wh, reset_after, wp)
     if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
-        parallel(nth, infer_task, &a)
+        if by_rows:  # the threads claim blocks of rows (rows_infer)
+            a.blocks, a.next_block = row_blocks(N, nth), 0
+            parallel(nth, rows_task, &a)
+        else:
+            parallel(nth, infer_task, &a)
         return
     for chunk in range((T + Tc - 1) // Tc):
         t0 = chunk * Tc
@@ -571,8 +602,9 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
                   cnp.ndarray Xr,                 # work (Tc*N, D) with reverse, else empty
                   cnp.ndarray Ys,                 # work (N, H) with reverse, else empty
                   cnp.ndarray Wu,                 # work (3H*H + 14H,): N = 1 split by units
-                  int nth=1):                     # threads (more than 1: Wp, Wxp or Wu, no
+                  int nth=1,                      # threads (more than 1: Wp, Wxp or Wu, no
                                                   # reverse)
+                  bint by_rows=False):            # a team split by sequences (rows_infer)
     """Inference (see _lstm.forward_infer): h updated in place, Tc steps of gates held; with
     reverse the input rows are gathered through Xr and the outputs scattered from Ys."""
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -588,14 +620,14 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
                       <const float *> p[1], <const float *> p[2], <const float *> p[3], lens,
                       <float *> p[4], <float *> p[5], <float *> p[6], <float *> p[7],
                       <float *> p[8], <float *> p[9], <float *> p[10], <float *> p[11],
-                      <float *> p[12], <float *> p[13], nth)
+                      <float *> p[12], <float *> p[13], nth, by_rows)
     elif tn == cnp.NPY_FLOAT64:
         with nogil:
             infer_run(L, D, H, Tc, reverse, reset_after, <const double *> p[0],
                       <const double *> p[1], <const double *> p[2], <const double *> p[3], lens,
                       <double *> p[4], <double *> p[5], <double *> p[6], <double *> p[7],
                       <double *> p[8], <double *> p[9], <double *> p[10], <double *> p[11],
-                      <double *> p[12], <double *> p[13], nth)
+                      <double *> p[12], <double *> p[13], nth, by_rows)
     else:
         raise TypeError(f"forward_infer: float32 or float64 arrays, got {Wh.dtype}")
 

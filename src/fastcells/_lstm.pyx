@@ -31,17 +31,7 @@ from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, lens_at, project_chunk, rows, scatter_reversed, solo, sync
 from ._seq cimport gather_units, one_off, project_units, unit_range, units_done, units_next
 from ._seq cimport project_sequences, team_colsum, team_gemm, team_own_gemm, team_pack
-from ._seq cimport team_weight_grads
-
-cdef extern from *:
-    """
-    /* the next block of work: a relaxed atomic counter (the pool orders the results) */
-    static inline Py_ssize_t fc_claim(Py_ssize_t *next)
-    {
-        return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
-    }
-    """
-    Py_ssize_t fc_claim(Py_ssize_t *next) noexcept nogil
+from ._seq cimport claim_rows, row_blocks, team_weight_grads
 
 cnp.import_array()
 
@@ -322,13 +312,9 @@ cdef void rows_infer(Steps *s, floating dummy) noexcept nogil:
     sequences of a batch do not meet in inference, and the bits of a row do not depend on the
     rows computed with it. A thread that starts late (a worker waking up) takes fewer blocks
     instead of holding the others at a barrier every step. Each thread reads all of Wh."""
-    cdef Py_ssize_t blk, n0, n1, N = s.L.N, G4 = 4 * s.H
+    cdef Py_ssize_t n0, n1, G4 = 4 * s.H
     cdef Layout L = s.L  # the same strides between steps and sequences, fewer sequences
-    while True:
-        blk = fc_claim(&s.next_block)
-        if blk >= s.blocks:
-            return
-        n0, n1 = N * blk // s.blocks, N * (blk + 1) // s.blocks
+    while claim_rows(&s.next_block, s.blocks, s.L.N, &n0, &n1):
         L.N = n1 - n0
         infer_chunks(solo(), L, s.D, s.H, s.Tc, <const floating *> s.X + n0 * L.ns * s.D,
                      <const floating *> s.Wx, <const floating *> s.wxp,
@@ -445,9 +431,8 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     if wp != NULL:
         pack(H, G4, Wh, G4, False, wp)
     if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
-        if by_rows:  # blocks of at least a register tile of rows (8), nth or a multiple
-            s.blocks = nth * max(1, N // (8 * nth))
-            s.next_block = 0
+        if by_rows:  # the threads claim blocks of rows (rows_infer)
+            s.blocks, s.next_block = row_blocks(N, nth), 0
             parallel(nth, rows_task, &s)
         else:
             parallel(nth, infer_task, &s)

@@ -16,7 +16,7 @@ from ._csrc cimport fc_rnn_fwd_step_f32, fc_rnn_fwd_step_f64
 from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, panels, project_chunk, project_sequences, rows, scatter_reversed
 from ._seq cimport solo, sync, team_colsum, team_gemm, team_own_gemm, team_pack
-from ._seq cimport team_weight_grads
+from ._seq cimport claim_rows, lens_at, row_blocks, team_weight_grads
 from ._seq cimport gather_units, one_off, project_units, unit_range, units_done, units_next
 
 cnp.import_array()
@@ -78,6 +78,8 @@ cdef struct Steps:  # the arguments of the loops for the threads (void pointers:
     void *dWh
     void *db
     bint dbl
+    Py_ssize_t blocks       # rows_infer: blocks of rows, and the next one to claim
+    Py_ssize_t next_block
 
 
 cdef void forward_steps(Team tm, Layout L, Py_ssize_t H, int act, const floating *Wh,
@@ -257,6 +259,26 @@ cdef void infer_task(void *arg, int tid, int nth) noexcept nogil:
                      <float *> s.Y, <const float *> s.wp)
 
 
+cdef void rows_infer(Steps *s, floating dummy) noexcept nogil:
+    """Inference on a team split by sequences (see _lstm.rows_infer)."""
+    cdef Py_ssize_t n0, n1
+    cdef Layout L = s.L
+    while claim_rows(&s.next_block, s.blocks, s.L.N, &n0, &n1):
+        L.N = n1 - n0
+        infer_chunks(solo(), L, s.D, s.H, s.act, s.Tc, <const floating *> s.X + n0 * L.ns * s.D,
+                     <const floating *> s.Wx, <const floating *> s.wxp,
+                     <const floating *> s.Wh, <const floating *> s.b, lens_at(s.lens, n0),
+                     <floating *> s.P + s.Tc * n0 * s.H, <floating *> s.hT + n0 * s.H,
+                     <floating *> s.Y + n0 * L.ns * s.H, <const floating *> s.wp)
+
+
+cdef void rows_task(void *arg, int tid, int nth) noexcept nogil:
+    if (<Steps *> arg).dbl:
+        rows_infer(<Steps *> arg, <double> 0)
+    else:
+        rows_infer(<Steps *> arg, <float> 0)
+
+
 # ---- the sequence API (typed memoryviews) -----------------------------------------------------
 def forward_train(const floating[:, ::1] X,       # (N*T, D)
                   const floating[:, ::1] Wx,      # (D, H)
@@ -331,7 +353,7 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
                     const floating *X, const floating *Wx, const floating *Wh,
                     const floating *b, const int64_t *lens, floating *Y, floating *P,
                     floating *h, floating *wp, floating *wxp, floating *Xr, floating *Ys,
-                    floating *wu, int nth) noexcept nogil:
+                    floating *wu, int nth, bint by_rows) noexcept nogil:
     """forward_infer's loop: with wu (a batch of one), on a team split by hidden units;
     otherwise Wh, Wx packed (when wp, wxp), then the chunks, on a team of nth threads or, on
     one, step by step through Xr and Ys with reverse."""
@@ -352,7 +374,11 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     if wp != NULL:
         pack(H, H, Wh, H, False, wp)
     if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
-        parallel(nth, infer_task, &s)
+        if by_rows:  # the threads claim blocks of rows (rows_infer)
+            s.blocks, s.next_block = row_blocks(N, nth), 0
+            parallel(nth, rows_task, &s)
+        else:
+            parallel(nth, infer_task, &s)
         return
     for chunk in range((T + Tc - 1) // Tc):
         t0 = chunk * Tc
@@ -381,8 +407,9 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
                   cnp.ndarray Xr,                 # work (Tc*N, D) with reverse, else empty
                   cnp.ndarray Ys,                 # work (N, H) with reverse, else empty
                   cnp.ndarray Wu,                 # work (H*H + H,): N = 1 split by units
-                  int nth=1):                     # threads (more than 1: Wp, Wxp or Wu, no
+                  int nth=1,                      # threads (more than 1: Wp, Wxp or Wu, no
                                                   # reverse)
+                  bint by_rows=False):            # a team split by sequences (rows_infer)
     """Inference (see _lstm.forward_infer): h updated in place, Tc steps held; with reverse
     the input rows are gathered through Xr and the outputs scattered from Ys."""
     cdef int tn = cnp.PyArray_TYPE(Wh)
@@ -397,13 +424,14 @@ def forward_infer(cnp.ndarray X,                  # (N*T, D) xs, layout rows (no
             infer_run(L, D, H, Tc, reverse, act, <const float *> p[0], <const float *> p[1],
                       <const float *> p[2], <const float *> p[3], lens, <float *> p[4],
                       <float *> p[5], <float *> p[6], <float *> p[7], <float *> p[8],
-                      <float *> p[9], <float *> p[10], <float *> p[11], nth)
+                      <float *> p[9], <float *> p[10], <float *> p[11], nth, by_rows)
     elif tn == cnp.NPY_FLOAT64:
         with nogil:
             infer_run(L, D, H, Tc, reverse, act, <const double *> p[0], <const double *> p[1],
                       <const double *> p[2], <const double *> p[3], lens, <double *> p[4],
                       <double *> p[5], <double *> p[6], <double *> p[7], <double *> p[8],
-                      <double *> p[9], <double *> p[10], <double *> p[11], nth)
+                      <double *> p[9], <double *> p[10], <double *> p[11], nth,
+                      by_rows)
     else:
         raise TypeError(f"forward_infer: float32 or float64 arrays, got {Wh.dtype}")
 

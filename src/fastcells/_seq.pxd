@@ -98,6 +98,35 @@ cdef inline void rows(Team tm, Py_ssize_t N, Py_ssize_t *n0, Py_ssize_t *n1) noe
     n1[0] = N * (tm.tid + 1) // tm.nth
 
 
+cdef extern from *:
+    """
+    /* the next block of work: a relaxed atomic counter (the pool orders the results) */
+    static inline Py_ssize_t fc_claim(Py_ssize_t *next)
+    {
+        return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
+    }
+    """
+    Py_ssize_t fc_claim(Py_ssize_t *next) noexcept nogil
+
+
+cdef inline Py_ssize_t row_blocks(Py_ssize_t N, int nth) noexcept nogil:
+    """Blocks of rows for a team split by sequences (claim_rows): nth or a multiple of it, of
+    a register tile of rows (8) at least."""
+    return nth * max(1, N // (8 * nth))
+
+
+cdef inline bint claim_rows(Py_ssize_t *next_block, Py_ssize_t blocks, Py_ssize_t N,
+                            Py_ssize_t *n0, Py_ssize_t *n1) noexcept nogil:
+    """Claims the next of `blocks` blocks of N rows, [n0, n1), for this thread; False when
+    none is left. The threads of a team share *next_block (0 at the start)."""
+    cdef Py_ssize_t blk = fc_claim(next_block)
+    if blk >= blocks:
+        return False
+    n0[0] = N * blk // blocks
+    n1[0] = N * (blk + 1) // blocks
+    return True
+
+
 cdef inline const int64_t *lens_at(const int64_t *lengths, Py_ssize_t n0) noexcept nogil:
     """The lengths from sequence n0 on (NULL stays NULL): for a thread's rows."""
     return NULL if lengths == NULL else lengths + n0

@@ -81,12 +81,14 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
             # a batch of one, reset_after only (reset-before has two dependent products per
             # step): per unit 3 + 3 gate sums, 6 biases, uh; the second h buffer
             nth, Wu = units_split(seq, 14, reset_after)
+            by_rows = False
             if nth == 1 and not seq.reverse:
                 nth = threads.for_loop(N, H, 3 * H, Wp)
+                by_rows = threads.rows_split(N, H, 3, nth, dtype.itemsize)
             _gru.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                seq.reverse, reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h,
                                Wp, packed_input_weights(seq), *reverse_buffers(seq), Wu,
-                               nth=nth)
+                               nth=nth, by_rows=by_rows)
         return hs, h, None
     cache = GRUCache(seq)
     cache.reset_after = reset_after

@@ -67,11 +67,14 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
         # of xs and hs itself (no reordered copy: the memory is hs plus O(N*H))
         if not seq.empty:
             nth, Wu = units_split(seq, 1)  # a batch of one: the second h buffer
+            by_rows = False
             if nth == 1 and not seq.reverse:
                 nth = threads.for_loop(N, H, H, Wp)
+                by_rows = threads.rows_split(N, H, 1, nth, seq.dtype.itemsize)
             _rnn.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                seq.reverse, act, Y, chunk_buffer(seq, H), h, Wp,
-                               packed_input_weights(seq), *reverse_buffers(seq), Wu, nth=nth)
+                               packed_input_weights(seq), *reverse_buffers(seq), Wu, nth=nth,
+                               by_rows=by_rows)
         return hs, h, None
     cache = RNNCache(seq)
     cache.act = act

@@ -118,14 +118,18 @@ def for_loop(N, H, GH, packed):
 def rows_split(N, H, G, nth, itemsize=4):
     """Whether inference of a batch on nth threads splits it by sequences, each thread running
     all the steps of its rows alone with no barrier (the sequences do not meet), rather than
-    each step's product by column panels with two barriers per step: when each thread keeps
-    ROWS_PER_THREAD rows and Wh (G*H*H elements of `itemsize` bytes) fits one core's L2
-    (L2_BYTES), for each thread then reads all of Wh every step where a panel split reads its
-    share. Measured on an AMD EPYC (1 MiB L2), LSTM, 2 threads, interleaved in one process,
-    time by panels over time by rows: 16x50x64x128 1.04-1.06, 24x50x64x128 1.10,
-    32x100x128x256 (Wh 1 MiB) 1.02-1.05, 64x50x512x1024 (Wh 16 MiB) 0.97; 4x50x64x128
-    (2 rows each) 0.87."""
-    return nth > 1 and N >= ROWS_PER_THREAD * nth and G * H * H * itemsize <= L2_BYTES
+    each step's product by column panels with barriers every step: when each thread keeps
+    ROWS_PER_THREAD rows (a register tile) and either Wh (G*H*H elements of `itemsize` bytes)
+    fits one core's L2 (L2_BYTES) or each thread keeps 4 tiles of rows: every thread then
+    reads all of Wh each step, where a panel split reads its share, and with few rows per
+    byte of Wh it would wait on memory. Measured on an AMD EPYC (1 MiB L2), 2 threads,
+    interleaved in one process, time by panels over time by sequences: LSTM 16x50x64x128
+    1.04-1.07, 24x50x64x128 1.10, 32x100x128x256 (Wh 1 MiB) 1.02-1.05, 64x50x512x1024 (16 MiB,
+    32 rows a thread) 0.97-1.00; GRU 1.04, 1.07, 1.05 at the same shapes; RNN 1.30, 1.04,
+    1.08; LSTM 4x50x64x128 (2 rows a thread) 0.87."""
+    rows = N // max(1, nth)
+    fits = G * H * H * itemsize <= L2_BYTES
+    return nth > 1 and rows >= ROWS_PER_THREAD and (fits or rows >= 4 * ROWS_PER_THREAD)
 
 
 def for_units(H, G, T, itemsize=4):
