@@ -144,26 +144,42 @@ def test_rows_split_threshold(monkeypatch):
     assert not threads.rows_split(64, 128, 4, 1)
 
 
-# The split by sequences (rows_split), every cell: N = 50 in blocks of 8 or 9 rows (6 blocks on
-# 2 or 3 threads, claimed in turn), 41 in 4 and 3; ragged lengths; both layouts.
-@pytest.mark.parametrize("N", [50, 41])
-@pytest.mark.parametrize("kw", [{}, {"time_major": True}, {"lengths": True}],
-                         ids=["batch_first", "time_major", "lengths"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_inference_split_by_rows_alike(cell, N, kw, dtype, restore_threads, monkeypatch):
+def _split_by_rows_alike(cell, N, kw, dtype, training, monkeypatch):
     monkeypatch.setattr(threads, "L2_BYTES", 1 << 20)  # Wh fits, whatever this CPU's L2
     rng = np.random.default_rng(13)
     T, D, H = 70, 9, 128
     p = cell.problem(rng, N, T, D, H, dtype, time_major=kw.get("time_major", False))
     if kw.get("lengths"):
         kw = {"lengths": random_lengths(rng, N, T)}
-    one = _run(cell, p, 1, False, **kw)
+    one = _run(cell, p, 1, training, **kw)
     for nth in (2, 3):
-        many = _run(cell, p, nth, False, **kw)
+        many = _run(cell, p, nth, training, **kw)
         assert threads.for_loop(N, H, cell.G * H, np.empty(1)) == nth   # the split runs
         assert threads.rows_split(N, H, cell.G, nth, np.dtype(dtype).itemsize)
         for k, (a, b) in enumerate(zip(one, many)):
             np.testing.assert_array_equal(a, b, err_msg=f"result {k} with {nth} threads")
+
+
+# The split by sequences (rows_split): N = 50 in blocks of 8 or 9 rows (6 blocks on 2 or 3
+# threads, claimed in turn), 41 in 4 and 3; ragged lengths; both layouts. Inference of every
+# cell, and LSTM training (its forward and backward steps).
+SPLIT_KW = pytest.mark.parametrize("kw", [{}, {"time_major": True}, {"lengths": True}],
+                                   ids=["batch_first", "time_major", "lengths"])
+
+
+@pytest.mark.parametrize("N", [50, 41])
+@SPLIT_KW
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inference_split_by_rows_alike(cell, N, kw, dtype, restore_threads, monkeypatch):
+    _split_by_rows_alike(cell, N, kw, dtype, False, monkeypatch)
+
+
+@pytest.mark.parametrize("N", [50, 41])
+@SPLIT_KW
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lstm_training_split_by_rows_alike(N, kw, dtype, restore_threads, monkeypatch):
+    lstm = next(c for c in CELLS if c.name == "lstm")
+    _split_by_rows_alike(lstm, N, kw, dtype, True, monkeypatch)
 
 
 @pytest.mark.parametrize("bad,error", [(0, ValueError), (-2, ValueError), (1.5, TypeError),

@@ -118,20 +118,18 @@ cdef struct Steps:
     Py_ssize_t next_block
 
 
-cdef void forward_steps(Team tm, Layout L, Py_ssize_t H, const floating *Wh, const floating *b,
-                        const int64_t *lens, floating *Y, floating *G, floating *hp,
-                        floating *cp, floating *TC, floating *hT, floating *cT,
-                        floating *wp) noexcept nogil:
-    """Training forward after the input projection (G holds X @ Wx). Hp (hp), Cp (cp): step 0
-    holds h0, c0; only written for T > 1."""
+cdef void forward_recurrence(Team tm, Layout L, Py_ssize_t H, const floating *Wh,
+                             const floating *b, const int64_t *lens, floating *Y, floating *G,
+                             floating *hp, floating *cp, floating *TC, floating *hT,
+                             floating *cT, const floating *wp) noexcept nogil:
+    """The steps of training forward, Wh packed (wp). Hp (hp), Cp (cp): step 0 holds h0, c0;
+    only written for T > 1."""
     cdef Py_ssize_t N = L.N, T = L.T, G4 = 4 * H
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H     # width-H arrays: step offset, row stride
     cdef Py_ssize_t gs = L.ts * G4, ldg = L.ns * G4   # width-4H arrays
     cdef floating *h_next
     cdef floating *c_next
     cdef Py_ssize_t t, ld_next
-    team_pack(tm, H, G4, Wh, G4, False, wp)
-    sync(tm)
     for t in range(T):
         # gates[t] += h_{t-1} @ Wh
         team_gemm(tm, N, G4, H, hp + t * hs, ldh, Wh, G4, False, wp, 1, G + t * gs, ldg)
@@ -145,19 +143,37 @@ cdef void forward_steps(Team tm, Layout L, Py_ssize_t H, const floating *Wh, con
         sync(tm)
 
 
-cdef void backward_steps(Team tm, Layout L, Py_ssize_t H, const floating *Wh,
-                         const floating *G, const floating *hp, const floating *cp,
-                         const floating *TC, const int64_t *lens, const floating *dY,
-                         bint has_dy, floating *dh, floating *dc, floating *A,
-                         floating *wp) noexcept nogil:
-    """Backward through the steps, writing dA (A) and turning dh, dc into dh0, dc0."""
+cdef void forward_steps(Team tm, Layout L, Py_ssize_t H, const floating *Wh, const floating *b,
+                        const int64_t *lens, floating *Y, floating *G, floating *hp,
+                        floating *cp, floating *TC, floating *hT, floating *cT,
+                        floating *wp, Py_ssize_t *next_block, Py_ssize_t blocks) noexcept nogil:
+    """Training forward after the input projection (G holds X @ Wx): Wh packed by the team,
+    then the steps, on the whole team or, with `blocks`, split by sequences (the threads claim
+    blocks of rows and run their steps alone, as rows_infer)."""
+    cdef Py_ssize_t n0, n1, o, G4 = 4 * H
+    cdef Layout sub = L
+    team_pack(tm, H, G4, Wh, G4, False, wp)
+    sync(tm)
+    if blocks == 0:
+        forward_recurrence(tm, L, H, Wh, b, lens, Y, G, hp, cp, TC, hT, cT, wp)
+        return
+    while claim_rows(next_block, blocks, L.N, &n0, &n1):
+        sub.N, o = n1 - n0, n0 * L.ns * H  # o: the block's first row in width-H arrays
+        forward_recurrence(solo(), sub, H, Wh, b, lens_at(lens, n0), Y + o, G + 4 * o, hp + o,
+                           cp + o, TC + o, hT + n0 * H, cT + n0 * H, wp)
+
+
+cdef void backward_recurrence(Team tm, Layout L, Py_ssize_t H, const floating *Wh,
+                              const floating *G, const floating *cp, const floating *TC,
+                              const int64_t *lens, const floating *dY, bint has_dy,
+                              floating *dh, floating *dc, floating *A,
+                              const floating *wp) noexcept nogil:
+    """The steps of backward, Whᵀ packed (wp): writes dA (A), turns dh, dc into dh0, dc0."""
     cdef Py_ssize_t N = L.N, T = L.T, G4 = 4 * H
     cdef Py_ssize_t hs = L.ts * H, ldh = L.ns * H
     cdef Py_ssize_t gs = L.ts * G4, ldg = L.ns * G4
     cdef Py_ssize_t dys = hs if has_dy else 0, ldy = ldh if has_dy else 0
     cdef Py_ssize_t t
-    team_pack(tm, G4, H, Wh, G4, True, wp)
-    sync(tm)
     for t in range(T - 1, -1, -1):
         bwd_step(tm, N, H, G + t * gs, ldg, cp + t * hs, ldh, TC + t * hs, ldh, dY + t * dys,
                  ldy, dh, dc, A + t * gs, ldg, lens, t)
@@ -165,6 +181,28 @@ cdef void backward_steps(Team tm, Layout L, Py_ssize_t H, const floating *Wh,
         # dh_{t-1} += dA_t @ Whᵀ
         team_gemm(tm, N, H, G4, A + t * gs, ldg, Wh, G4, True, wp, 1, dh, H)
         sync(tm)
+
+
+cdef void backward_steps(Team tm, Layout L, Py_ssize_t H, const floating *Wh,
+                         const floating *G, const floating *cp, const floating *TC,
+                         const int64_t *lens, const floating *dY, bint has_dy, floating *dh,
+                         floating *dc, floating *A, floating *wp, Py_ssize_t *next_block,
+                         Py_ssize_t blocks) noexcept nogil:
+    """Backward through the steps: Whᵀ packed by the team, then the steps on the whole team
+    or, with `blocks`, split by sequences (as forward_steps: the gradients of a sequence's
+    states never meet another's)."""
+    cdef Py_ssize_t n0, n1, o, G4 = 4 * H
+    cdef Layout sub = L
+    team_pack(tm, G4, H, Wh, G4, True, wp)
+    sync(tm)
+    if blocks == 0:
+        backward_recurrence(tm, L, H, Wh, G, cp, TC, lens, dY, has_dy, dh, dc, A, wp)
+        return
+    while claim_rows(next_block, blocks, L.N, &n0, &n1):
+        sub.N, o = n1 - n0, n0 * L.ns * H
+        backward_recurrence(solo(), sub, H, Wh, G + 4 * o, cp + o, TC + o, lens_at(lens, n0),
+                            dY + o if has_dy else dY, has_dy, dh + n0 * H, dc + n0 * H,
+                            A + 4 * o, wp)
 
 
 cdef void train_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
@@ -175,7 +213,7 @@ cdef void train_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
     """Training forward on one thread (the one-step cell)."""
     # gates = X @ Wx  (all steps)
     project(L, X, D, 0, L.T, Wx, 4 * H, G, L.ts * 4 * H, L.ns * 4 * H)
-    forward_steps(solo(), L, H, Wh, b, lens, Y, G, hp, cp, TC, hT, cT, wp)
+    forward_steps(solo(), L, H, Wh, b, lens, Y, G, hp, cp, TC, hT, cT, wp, NULL, 0)
 
 
 cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
@@ -183,9 +221,12 @@ cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
                         const floating *hp, const floating *cp, const floating *TC,
                         const int64_t *lens, const floating *dY, bint has_dy, floating *dh,
                         floating *dc, floating *A, floating *dX, floating *dWx,
-                        floating *dWh, floating *db, floating *wp, int nth) noexcept nogil:
-    """All of backward on a team of nth threads (backward_task)."""
+                        floating *dWh, floating *db, floating *wp, int nth,
+                        bint by_rows) noexcept nogil:
+    """All of backward on a team of nth threads (backward_task), its steps split by sequences
+    with by_rows."""
     cdef Steps s
+    s.blocks, s.next_block = row_blocks(L.N, nth) if by_rows and nth > 1 else 0, 0
     s.L, s.D, s.H, s.X, s.Wx, s.Wh, s.lens = L, D, H, X, Wx, Wh, lens
     s.G, s.hp, s.cp, s.TC = <void *> G, <void *> hp, <void *> cp, <void *> TC  # only read
     s.dY, s.has_dy, s.dh, s.dc, s.A, s.wp = dY, has_dy, dh, dc, A, wp
@@ -198,10 +239,12 @@ cdef void backward_all(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, const floa
                        const floating *hp, const floating *cp, const floating *TC,
                        const int64_t *lens, const floating *dY, bint has_dy, floating *dh,
                        floating *dc, floating *A, floating *dX, floating *dWx,
-                       floating *dWh, floating *db, floating *wp) noexcept nogil:
+                       floating *dWh, floating *db, floating *wp, Py_ssize_t *next_block,
+                       Py_ssize_t blocks) noexcept nogil:
     """The steps (backward_steps), then the one-off products on the same team."""
     cdef Py_ssize_t NT = L.N * L.T, G4 = 4 * H
-    backward_steps(tm, L, H, Wh, G, hp, cp, TC, lens, dY, has_dy, dh, dc, A, wp)
+    backward_steps(tm, L, H, Wh, G, cp, TC, lens, dY, has_dy, dh, dc, A, wp, next_block,
+                   blocks)
     sync(tm)
     # dWx = Xᵀ @ dA;  dWh = Hpᵀ @ dA;  dX = dA @ Wxᵀ;  db = dA.sum(0)
     team_weight_grads(tm, NT, G4, D, X, H, hp, A, G4, dWx, dWh)
@@ -225,11 +268,13 @@ cdef void forward_task(void *arg, int tid, int nth) noexcept nogil:
     if s.dbl:
         forward_steps(tm, s.L, s.H, <const double *> s.Wh, <const double *> s.b, s.lens,
                       <double *> s.Y, <double *> s.G, <double *> s.hp, <double *> s.cp,
-                      <double *> s.TC, <double *> s.hT, <double *> s.cT, <double *> s.wp)
+                      <double *> s.TC, <double *> s.hT, <double *> s.cT, <double *> s.wp,
+                      &s.next_block, s.blocks)
     else:
         forward_steps(tm, s.L, s.H, <const float *> s.Wh, <const float *> s.b, s.lens,
                       <float *> s.Y, <float *> s.G, <float *> s.hp, <float *> s.cp,
-                      <float *> s.TC, <float *> s.hT, <float *> s.cT, <float *> s.wp)
+                      <float *> s.TC, <float *> s.hT, <float *> s.cT, <float *> s.wp,
+                      &s.next_block, s.blocks)
 
 
 cdef void backward_task(void *arg, int tid, int nth) noexcept nogil:
@@ -242,14 +287,14 @@ cdef void backward_task(void *arg, int tid, int nth) noexcept nogil:
                      <const double *> s.cp, <const double *> s.TC, s.lens,
                      <const double *> s.dY, s.has_dy, <double *> s.dh, <double *> s.dc,
                      <double *> s.A, <double *> s.dX, <double *> s.dWx, <double *> s.dWh,
-                     <double *> s.db, <double *> s.wp)
+                     <double *> s.db, <double *> s.wp, &s.next_block, s.blocks)
     else:
         backward_all(tm, s.L, s.D, s.H, <const float *> s.X, <const float *> s.Wx,
                      <const float *> s.Wh, <const float *> s.G, <const float *> s.hp,
                      <const float *> s.cp, <const float *> s.TC, s.lens,
                      <const float *> s.dY, s.has_dy, <float *> s.dh, <float *> s.dc,
                      <float *> s.A, <float *> s.dX, <float *> s.dWx, <float *> s.dWh,
-                     <float *> s.db, <float *> s.wp)
+                     <float *> s.db, <float *> s.wp, &s.next_block, s.blocks)
 
 
 cdef void infer_steps(Team tm, Py_ssize_t N, Py_ssize_t H, Py_ssize_t t0, Py_ssize_t t1,
@@ -394,10 +439,12 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
                   floating[:, ::1] hT,            # out (N, H)
                   floating[:, ::1] cT,            # out (N, H)
                   floating[::1] Wp,               # work: Wh packed, or empty (use BLAS)
-                  int nth=1):                     # threads (more than 1 needs Wp)
+                  int nth=1,                      # threads (more than 1 needs Wp)
+                  bint by_rows=False):            # the steps split by sequences
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
     cdef Steps s
+    s.blocks, s.next_block = row_blocks(N, nth) if by_rows and nth > 1 else 0, 0
     s.L, s.D, s.H, s.X, s.Wx, s.Wh, s.b = L, D, H, cptr(X), cptr(Wx), &Wh[0, 0], &b[0]
     s.lens = NULL if lengths is None else &lengths[0]
     s.Y, s.G, s.hp, s.cp, s.TC = &Y[0, 0], &gates[0, 0], &Hp[0, 0], &Cp[0, 0], &TC[0, 0]
@@ -517,14 +564,15 @@ def backward(const floating[:, ::1] X,            # (N*T, D) the forward's input
              floating[:, ::1] dWh,                # out (H, 4H)
              floating[::1] db,                    # out (4H,)
              floating[::1] Wp,                    # work: Whᵀ packed, or empty (use BLAS)
-             int nth=1):                          # threads (more than 1 needs Wp)
+             int nth=1,                           # threads (more than 1 needs Wp)
+             bint by_rows=False):                 # the steps split by sequences
     cdef Layout L = make_layout(N, T, time_major)
     cdef const int64_t *lens = NULL if lengths is None else &lengths[0]
     with nogil:
         backward_loop(L, X.shape[1], Wh.shape[0], cptr(X), cptr(Wx), &Wh[0, 0], &gates[0, 0],
                       &Hp[0, 0], &Cp[0, 0], &TC[0, 0], lens, &dY[0, 0], has_dy, &dh[0, 0],
                       &dc[0, 0], &dA[0, 0], ptr(dX), ptr(dWx), &dWh[0, 0], &db[0],
-                      packed_or_null(Wp), nth)
+                      packed_or_null(Wp), nth, by_rows)
 
 
 # ---- the one-step cell (ndarrays, checked by fastcells.layers.LSTM) ----------------------------
@@ -572,7 +620,7 @@ cdef void cell_backward_t(floating *x, floating *h, floating *c, floating *Wx, f
                           floating *dWh, floating *db, Py_ssize_t N, Py_ssize_t D,
                           Py_ssize_t H) noexcept nogil:
     backward_loop(make_layout(N, 1, False), D, H, x, Wx, Wh, gates, h, c, tanh_c, NULL,
-                  dh_next, True, dh, dc, dA, dx, dWx, dWh, db, NULL, 1)
+                  dh_next, True, dh, dc, dA, dx, dWx, dWh, db, NULL, 1, False)
 
 
 def cell_backward(cnp.ndarray x, cnp.ndarray h, cnp.ndarray c, cnp.ndarray Wx, cnp.ndarray Wh,
