@@ -566,8 +566,8 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
         pack(D, G3, Wx, G3, False, wxp)
     pack_forward(solo(), H, Wh, reset_after, wp)
     if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
-        if by_rows:  # the threads claim blocks of rows (rows_infer)
-            a.blocks, a.next_block = row_blocks(N, nth), 0
+        a.blocks, a.next_block = row_blocks(N, nth, by_rows), 0
+        if a.blocks:  # the threads claim blocks of rows (rows_infer)
             parallel(nth, rows_task, &a)
         else:
             parallel(nth, infer_task, &a)

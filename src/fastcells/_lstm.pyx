@@ -226,7 +226,7 @@ cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
     """All of backward on a team of nth threads (backward_task), its steps split by sequences
     with by_rows."""
     cdef Steps s
-    s.blocks, s.next_block = row_blocks(L.N, nth) if by_rows and nth > 1 else 0, 0
+    s.blocks, s.next_block = row_blocks(L.N, nth, by_rows), 0
     s.L, s.D, s.H, s.X, s.Wx, s.Wh, s.lens = L, D, H, X, Wx, Wh, lens
     s.G, s.hp, s.cp, s.TC = <void *> G, <void *> hp, <void *> cp, <void *> TC  # only read
     s.dY, s.has_dy, s.dh, s.dc, s.A, s.wp = dY, has_dy, dh, dc, A, wp
@@ -444,7 +444,7 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
     cdef Layout L = make_layout(N, T, time_major)
     cdef Py_ssize_t D = X.shape[1], H = Wh.shape[0]
     cdef Steps s
-    s.blocks, s.next_block = row_blocks(N, nth) if by_rows and nth > 1 else 0, 0
+    s.blocks, s.next_block = row_blocks(N, nth, by_rows), 0
     s.L, s.D, s.H, s.X, s.Wx, s.Wh, s.b = L, D, H, cptr(X), cptr(Wx), &Wh[0, 0], &b[0]
     s.lens = NULL if lengths is None else &lengths[0]
     s.Y, s.G, s.hp, s.cp, s.TC = &Y[0, 0], &gates[0, 0], &Hp[0, 0], &Cp[0, 0], &TC[0, 0]
@@ -478,8 +478,8 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     if wp != NULL:
         pack(H, G4, Wh, G4, False, wp)
     if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
-        if by_rows:  # the threads claim blocks of rows (rows_infer)
-            s.blocks, s.next_block = row_blocks(N, nth), 0
+        s.blocks, s.next_block = row_blocks(N, nth, by_rows), 0
+        if s.blocks:  # the threads claim blocks of rows (rows_infer)
             parallel(nth, rows_task, &s)
         else:
             parallel(nth, infer_task, &s)

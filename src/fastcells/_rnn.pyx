@@ -374,8 +374,8 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     if wp != NULL:
         pack(H, H, Wh, H, False, wp)
     if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
-        if by_rows:  # the threads claim blocks of rows (rows_infer)
-            s.blocks, s.next_block = row_blocks(N, nth), 0
+        s.blocks, s.next_block = row_blocks(N, nth, by_rows), 0
+        if s.blocks:  # the threads claim blocks of rows (rows_infer)
             parallel(nth, rows_task, &s)
         else:
             parallel(nth, infer_task, &s)

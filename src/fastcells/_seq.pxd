@@ -109,10 +109,11 @@ cdef extern from *:
     Py_ssize_t fc_claim(Py_ssize_t *next) noexcept nogil
 
 
-cdef inline Py_ssize_t row_blocks(Py_ssize_t N, int nth) noexcept nogil:
+cdef inline Py_ssize_t row_blocks(Py_ssize_t N, int nth, bint by_rows) noexcept nogil:
     """Blocks of rows for a team split by sequences (claim_rows): nth or a multiple of it, of
-    a register tile of rows (8) at least."""
-    return nth * max(1, N // (8 * nth))
+    a register tile of rows (8, threads.ROWS_PER_THREAD) at least; 0 (no split) without
+    by_rows or on one thread."""
+    return nth * max(1, N // (8 * nth)) if by_rows and nth > 1 else 0
 
 
 cdef inline bint claim_rows(Py_ssize_t *next_block, Py_ssize_t blocks, Py_ssize_t N,

@@ -83,8 +83,7 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
             nth, Wu = units_split(seq, 14, reset_after)
             by_rows = False
             if nth == 1 and not seq.reverse:
-                nth = threads.for_loop(N, H, 3 * H, Wp)
-                by_rows = threads.rows_split(N, H, 3, nth, dtype.itemsize)
+                nth, by_rows = threads.for_batch(N, H, 3, Wp, dtype.itemsize)
             _gru.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                seq.reverse, reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h,
                                Wp, packed_input_weights(seq), *reverse_buffers(seq), Wu,

@@ -63,8 +63,7 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
             nth, Wu = units_split(seq, 9)  # a batch of one: per unit 4 gates, 4 biases; h
             by_rows = False
             if nth == 1 and not seq.reverse:
-                nth = threads.for_loop(N, H, 4 * H, Wp)
-                by_rows = threads.rows_split(N, H, 4, nth, dtype.itemsize)
+                nth, by_rows = threads.for_batch(N, H, 4, Wp, dtype.itemsize)
             _lstm.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                 seq.reverse, Y, chunk_buffer(seq, 4 * H), h, c, Wp,
                                 packed_input_weights(seq), *reverse_buffers(seq), Wu,
@@ -76,10 +75,10 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
     cache.tanh_c = aligned_empty((N * T, H), dtype)
     if not seq.empty:
         h, c = np.empty_like(h), np.empty_like(c)
-        nth = threads.for_loop(N, H, 4 * H, Wp)
+        nth, by_rows = threads.for_batch(N, H, 4, Wp, dtype.itemsize)
         _lstm.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, Y,
                             cache.gates, cache.h_prev, cache.c_prev, cache.tanh_c, h, c, Wp,
-                            nth=nth, by_rows=threads.rows_split(N, H, 4, nth, dtype.itemsize))
+                            nth=nth, by_rows=by_rows)
     return seq.order(hs), (h, c), cache
 
 
@@ -104,9 +103,8 @@ def lstm_backward(cache, dhs, dh_T=None, dc_T=None):
         c = bw.cache
         dA = scratch((c.N * c.T, 4 * c.H), c.dtype)
         Wp = packed_weights(c.dtype, c.N, c.T, (4 * c.H, c.H))
-        nth = threads.for_loop(c.N, c.H, 4 * c.H, Wp)
+        nth, by_rows = threads.for_batch(c.N, c.H, 4, Wp, c.dtype.itemsize)
         _lstm.backward(c.X, c.Wx, c.Wh, c.gates, c.h_prev, c.c_prev, c.tanh_c, c.lengths,
                        c.N, c.T, c.time_major, bw.dY, bw.has_dy, dh, dc, dA,
-                       bw.dX, bw.dWx, bw.dWh, bw.db, Wp, nth=nth,
-                       by_rows=threads.rows_split(c.N, c.H, 4, nth, c.dtype.itemsize))
+                       bw.dX, bw.dWx, bw.dWh, bw.db, Wp, nth=nth, by_rows=by_rows)
     return LSTMGrads(bw.dxs, bw.dWx, bw.dWh, bw.db, dh, dc)

@@ -69,8 +69,7 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
             nth, Wu = units_split(seq, 1)  # a batch of one: the second h buffer
             by_rows = False
             if nth == 1 and not seq.reverse:
-                nth = threads.for_loop(N, H, H, Wp)
-                by_rows = threads.rows_split(N, H, 1, nth, seq.dtype.itemsize)
+                nth, by_rows = threads.for_batch(N, H, 1, Wp, seq.dtype.itemsize)
             _rnn.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                                seq.reverse, act, Y, chunk_buffer(seq, H), h, Wp,
                                packed_input_weights(seq), *reverse_buffers(seq), Wu, nth=nth,

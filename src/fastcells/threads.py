@@ -115,6 +115,13 @@ def for_loop(N, H, GH, packed):
     return max(1, nth)
 
 
+def for_batch(N, H, G, packed, itemsize=4):
+    """(threads, split by sequences) for a loop over a batch whose per-step product is
+    (N x H) @ (H x G*H): for_loop's count, and rows_split's choice for it."""
+    nth = for_loop(N, H, G * H, packed)
+    return nth, rows_split(N, H, G, nth, itemsize)
+
+
 def rows_split(N, H, G, nth, itemsize=4):
     """Whether inference of a batch on nth threads splits it by sequences, each thread running
     all the steps of its rows alone with no barrier (the sequences do not meet), rather than
