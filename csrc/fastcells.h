@@ -191,11 +191,14 @@ void fc_gemm_tn2_f64(fc_int M1, const double *A1, fc_int lda1, double *C1, fc_in
                      fc_int M2, const double *A2, fc_int lda2, double *C2, fc_int ldc2, fc_int Nc,
                      fc_int K, const double *B, fc_int ldb);
 /* One row, no packing: y (Nc) = x (K, stride incx) @ W (K x Nc, row stride ldw) + beta * y,
- * beta 0 or 1 (the products of a batch of one; faster than BLAS's GEMV at these sizes). */
+ * beta 0 or 1 (the products of a batch of one; faster than BLAS's GEMV at these sizes). Each
+ * column is summed over k = 0, 1, ..., K-1, or with `mirror` from K-1 down to 0 (the recurrent
+ * loops mirror every other step, so that each step starts on the part of W that the L1 cache
+ * still holds from the previous one). */
 void fc_gemv_f32(fc_int K, fc_int Nc, const float *x, fc_int incx, const float *W, fc_int ldw,
-                 int beta, float *y);
+                 int beta, float *y, int mirror);
 void fc_gemv_f64(fc_int K, fc_int Nc, const double *x, fc_int incx, const double *W,
-                 fc_int ldw, int beta, double *y);
+                 fc_int ldw, int beta, double *y, int mirror);
 
 /* ---- threads (fc_pool.c) ----------------------------------------------------------------------
  * fc_parallel runs task(ctx, tid, nth) for tid = 0 .. nth-1 at once (the caller is tid 0) and

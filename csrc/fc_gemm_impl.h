@@ -351,11 +351,29 @@ FC_FN(fc_gemv_any)(int nv, int edges, fc_int K, const FC_REAL *x, fc_int incx,
 }
 #undef FC_GEMV_CASE
 
+/* mirror: the blocks in reverse order and each from its last row up (x and W walked with
+ * negative strides). A product of one row per step streams all of W from L2 when it exceeds the
+ * L1 data cache; mirroring every other step starts each step with what the previous one read
+ * last, which L1 still holds (measured in a C loop of 100 steps with a pointwise stand-in,
+ * AMD EPYC, 32 KiB L1d, float32: (64 x 192) 0.567 -> 0.457 us a step, (64 x 256) 0.764 ->
+ * 0.651; the blocks reversed alone: 0.503 and 0.765, rows 1 KiB apart alias the same L1
+ * sets). Each column is then summed from k = K-1 down: the sum of the forward order over x and
+ * W with their rows reversed, bit for bit. */
 FC_CLONES
 void FC_FN(fc_gemv)(fc_int K, fc_int Nc, const FC_REAL *x, fc_int incx, const FC_REAL *W,
-                    fc_int ldw, int beta, FC_REAL *y)
+                    fc_int ldw, int beta, FC_REAL *y, int mirror)
 {
     typedef FC_FN(fc_vec) vec;
+    /* the alignment of W's rows, before a mirror moves W to its last row */
+    int aligned_rows = (uintptr_t)W % sizeof(FC_REAL) == 0
+                       && (ldw * (fc_int)sizeof(FC_REAL)) % 64 == 0;
+    fc_int head = (fc_int)(((64 - (uintptr_t)W % 64) % 64) / sizeof(FC_REAL));
+    if (mirror && K > 0) {
+        x += (K - 1) * incx;
+        W += (K - 1) * ldw;
+        incx = -incx;
+        ldw = -ldw;
+    }
     if (Nc < FC_VL) { /* narrower than one vector: each row through a zero-padded vector, so
                        * that a column rounds as on the vector paths (a scalar loop may not
                        * contract its multiply-adds alike) */
@@ -378,25 +396,31 @@ void FC_FN(fc_gemv)(fc_int K, fc_int Nc, const FC_REAL *x, fc_int incx, const FC
      * body (whole vectors) starts at the first 64-byte boundary: columns [head, head + body).
      * The `head` columns before it and the `tail` columns after it come from one unaligned
      * vector per row each (columns [0, VL) and [Nc - VL, Nc)), with the last block. */
-    fc_int head = (fc_int)(((64 - (uintptr_t)W % 64) % 64) / sizeof(FC_REAL));
-    if ((uintptr_t)W % sizeof(FC_REAL) != 0 || (ldw * (fc_int)sizeof(FC_REAL)) % 64 != 0)
+    if (!aligned_rows)
         head = 0;
     fc_int body = (Nc - head) / FC_VL * FC_VL, tail = Nc - head - body;
     int edges = head > 0 || tail > 0;
     FC_REAL lanes_h[FC_VL] __attribute__((aligned(64)));
     FC_REAL lanes_t[FC_VL] __attribute__((aligned(64)));
-    fc_int j = head, end = head + body;
     int rest = (int)(body / FC_VL % FC_GEMV_NV); /* vectors of the last, partial block */
     int fold = edges && rest + 2 <= fc_gemv_max_vectors(); /* edges with the partial block */
-    for (; j + FC_GEMV_NV * FC_VL <= end; j += FC_GEMV_NV * FC_VL)
-        FC_FN(fc_gemv_any)(FC_GEMV_NV, 0, K, x, incx, W + j, ldw, beta, y + j, W, W, lanes_h,
-                           lanes_t);
-    if (rest > 0 || fold)
-        FC_FN(fc_gemv_any)(rest, fold, K, x, incx, W + j, ldw, beta, y + j, W,
-                           W + Nc - FC_VL, lanes_h, lanes_t);
-    if (edges && !fold)
-        FC_FN(fc_gemv_any)(0, 1, K, x, incx, W, ldw, beta, y, W, W + Nc - FC_VL, lanes_h,
-                           lanes_t);
+    /* the passes: the full blocks, the partial one (with the edges when they fold in), the
+     * edges alone (when they do not) */
+    fc_int full = body / (FC_GEMV_NV * FC_VL);
+    fc_int passes = full + (rest > 0 || fold) + (edges && !fold);
+    for (fc_int i = 0; i < passes; i++) {
+        fc_int pass = mirror ? passes - 1 - i : i;
+        fc_int j = head + pass * FC_GEMV_NV * FC_VL;
+        if (pass < full)
+            FC_FN(fc_gemv_any)(FC_GEMV_NV, 0, K, x, incx, W + j, ldw, beta, y + j, W, W,
+                               lanes_h, lanes_t);
+        else if (pass == full && (rest > 0 || fold))
+            FC_FN(fc_gemv_any)(rest, fold, K, x, incx, W + j, ldw, beta, y + j, W,
+                               W + Nc - FC_VL, lanes_h, lanes_t);
+        else
+            FC_FN(fc_gemv_any)(0, 1, K, x, incx, W, ldw, beta, y, W, W + Nc - FC_VL, lanes_h,
+                               lanes_t);
+    }
     if (edges) {
         for (fc_int i = 0; i < head; i++)
             y[i] = beta ? lanes_h[i] + y[i] : lanes_h[i];

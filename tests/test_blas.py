@@ -87,6 +87,36 @@ def test_one_row_gemm_rounds_each_column_alike(dtype, N, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N", [5, 16, 17, 100, 192, 256, 300])
+@pytest.mark.parametrize("beta", [False, True])
+def test_mirrored_gemv_sums_from_the_last_row(dtype, N, beta, rng):
+    """gemv with `mirror` (the recurrent loops' odd steps) visits the blocks in reverse and
+    sums each column from the last row up: bit for bit the forward sum over x and W with
+    their rows reversed, for the narrow path, the blocks and the edge vectors at any offset
+    of W in its cache line; and it is a different order (some column differs)."""
+    K = 37
+    x = rng.standard_normal(K).astype(dtype)
+    y0 = rng.standard_normal(N).astype(dtype)
+    for offset in (0, 1, 5):
+        W = _at_offset(rng.standard_normal((K, N)).astype(dtype), offset)
+        W_copy = W.copy()
+        y = y0.copy()
+        _blas._gemv(x, W, y, beta, True)
+        np.testing.assert_array_equal(W, W_copy)  # inputs unchanged
+        reversed_ = y0.copy()
+        _blas._gemv(x[::-1].copy(), _at_offset(W[::-1], offset), reversed_, beta, False)
+        np.testing.assert_array_equal(y, reversed_, err_msg=f"offset {offset}")
+        assert_close(y, (x.astype(np.float64) @ W + beta * y0).astype(dtype), "y")
+        forward = y0.copy()
+        _blas._gemv(x, W, forward, beta, False)
+        C = y0[None].copy()
+        _blas._gemm(x[None], W, C, False, False, 1.0, float(beta))
+        np.testing.assert_array_equal(forward, C[0])  # the one-row GEMM is the forward gemv
+        if N >= 100:
+            assert (y != forward).any(), "mirror must sum in the other order"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M,K,Nc", [(1, 3, 5), (2, 16, 32), (9, 33, 70), (8, 300, 64),
                                     (17, 256, 96)])
 @pytest.mark.parametrize("trans_b", [False, True])

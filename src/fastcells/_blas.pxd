@@ -15,6 +15,12 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_
                const floating *B, Py_ssize_t ldb,
                floating beta, floating *C, Py_ssize_t ldc) noexcept nogil
 
+# One row, y = x @ W + beta*y (beta 0 or 1), by csrc's fc_gemv; `mirror` sums from the last row
+# (the recurrent loops mirror every other step: see fastcells.h).
+cdef void gemv(Py_ssize_t K, Py_ssize_t N, const floating *x, Py_ssize_t incx,
+               const floating *W, Py_ssize_t ldw, bint beta, floating *y,
+               bint mirror) noexcept nogil
+
 cdef Py_ssize_t packed_size(floating dummy, Py_ssize_t K, Py_ssize_t Nc) noexcept nogil
 cdef void pack(Py_ssize_t K, Py_ssize_t Nc, const floating *B, Py_ssize_t ldb, bint trans,
                floating *packed) noexcept nogil

@@ -41,10 +41,7 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_
     cdef int rows, cols
     if M == 1 and not trans_b and alpha == 1 and (beta == 0 or beta == 1):
         # c = a @ B + beta * c, a = op(A)[0] (stride inc_a): our own GEMV (see fastcells.h)
-        if floating is float:
-            fc_gemv_f32(K, N, A, inc_a, B, ldb, beta == 1, C)
-        else:
-            fc_gemv_f64(K, N, A, inc_a, B, ldb, beta == 1, C)
+        gemv(K, N, A, inc_a, B, ldb, beta == 1, C, False)
         return
     if M == 1:
         # c = a @ op(B) with a = op(A)[0] (stride inc_a): c = op(B)ᵀ a. Seen column-major, B
@@ -63,6 +60,17 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> B, &lb, <float *> A, &la, &beta, C, &lc)
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> B, &lb, <double *> A, &la, &beta, C, &lc)
+
+
+cdef void gemv(Py_ssize_t K, Py_ssize_t N, const floating *x, Py_ssize_t incx,
+               const floating *W, Py_ssize_t ldw, bint beta, floating *y,
+               bint mirror) noexcept nogil:
+    """y = x @ W + beta * y (beta 0 or 1) for x (K,) with stride incx, W (K, N) with row stride
+    ldw: fc_gemv, each column summed from k = 0 up, or from K-1 down with `mirror`."""
+    if floating is float:
+        fc_gemv_f32(K, N, x, incx, W, ldw, beta, y, mirror)
+    else:
+        fc_gemv_f64(K, N, x, incx, W, ldw, beta, y, mirror)
 
 
 cdef Py_ssize_t packed_size(floating dummy, Py_ssize_t K, Py_ssize_t Nc) noexcept nogil:
@@ -175,6 +183,17 @@ def _gemm(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C
     with nogil:
         gemm(trans_a, trans_b, M, N, K, alpha, a, max(1, A.shape[1]), b, max(1, B.shape[1]),
              beta, &C[0, 0], C.shape[1])
+
+
+def _gemv(const floating[::1] x, const floating[:, ::1] W, floating[::1] y, bint beta,
+          bint mirror):
+    """Test hook: y[...] = x @ W + beta * y through gemv (shapes trusted)."""
+    cdef const floating *xp = NULL if x.size == 0 else &x[0]
+    cdef const floating *w = NULL if W.size == 0 else &W[0, 0]
+    if y.size == 0:
+        return
+    with nogil:
+        gemv(W.shape[0], W.shape[1], xp, 1, w, W.shape[1], beta, &y[0], mirror)
 
 
 def _own_gemm_tn2(const floating[:, ::1] A1, const floating[:, ::1] A2,

@@ -112,9 +112,9 @@ cdef extern from "fastcells.h" nogil:
                          fc_int M2, const double *A2, fc_int lda2, double *C2, fc_int ldc2,
                          fc_int Nc, fc_int K, const double *B, fc_int ldb)
     void fc_gemv_f32(fc_int K, fc_int Nc, const float *x, fc_int incx, const float *W,
-                     fc_int ldw, int beta, float *y)
+                     fc_int ldw, int beta, float *y, int mirror)
     void fc_gemv_f64(fc_int K, fc_int Nc, const double *x, fc_int incx, const double *W,
-                     fc_int ldw, int beta, double *y)
+                     fc_int ldw, int beta, double *y, int mirror)
 
     ctypedef void (*fc_task)(void *ctx, int tid, int nth) noexcept nogil
     int fc_parallel(int nth, fc_task task, void *ctx)

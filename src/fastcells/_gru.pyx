@@ -16,7 +16,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blas cimport pack, packed_size, parallel
+from ._blas cimport gemv, pack, packed_size, parallel
 from ._fastpath cimport array_ptrs, cell_typenum, empty, lengths_ptr
 from ._csrc cimport fc_gru_bwd_step_f32, fc_gru_bwd_step_f64
 from ._csrc cimport fc_gru_fwd_step_f32, fc_gru_fwd_step_f64
@@ -27,7 +27,7 @@ from ._csrc cimport fc_gru_rb_fwd_out_f32, fc_gru_rb_fwd_out_f64
 from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, lens_at, project_chunk, project_sequences, rows, scatter_reversed
 from ._seq cimport solo, sync, team_colsum, team_gemm, team_own_gemm, team_pack
-from ._seq cimport gather_units, one_off, project_units, unit_range, units_done, units_next
+from ._seq cimport gather_units, project_units, unit_range, units_done, units_next
 from ._seq cimport claim_rows, row_blocks
 
 cnp.import_array()
@@ -145,7 +145,7 @@ cdef inline void step_after(Team tm, Py_ssize_t N, Py_ssize_t H, floating *g, Py
                             floating *y, Py_ssize_t ld_y, floating *uh, Py_ssize_t ld_uh,
                             const int64_t *lens, Py_ssize_t t) noexcept nogil:
     # U = h_{t-1} @ Wh
-    team_gemm(tm, N, 3 * H, H, hp, ld_hp, Wh, 3 * H, False, wp, 0, U, 3 * H)
+    team_gemm(tm, N, 3 * H, H, hp, ld_hp, Wh, 3 * H, False, wp, 0, U, 3 * H, t & 1)
     sync(tm)
     fwd_step(tm, N, H, g, ldg, U, b, hp, ld_hp, hn, ld_hn, y, ld_y, uh, ld_uh, lens, t)
     sync(tm)
@@ -158,12 +158,13 @@ cdef inline void step_before(Team tm, Py_ssize_t N, Py_ssize_t H, floating *g, P
                              Py_ssize_t ld_y, floating *rh, Py_ssize_t ld_rh,
                              const int64_t *lens, Py_ssize_t t) noexcept nogil:
     # g[:, :2H] += h_{t-1} @ Wh[:, :2H]
-    team_gemm(tm, N, 2 * H, H, hp, ld_hp, Wh, 3 * H, False, wp_zr, 1, g, ldg)
+    team_gemm(tm, N, 2 * H, H, hp, ld_hp, Wh, 3 * H, False, wp_zr, 1, g, ldg, t & 1)
     sync(tm)
     rb_fwd_gates(tm, N, H, g, ldg, b, hp, ld_hp, rh, ld_rh, lens, t)
     sync(tm)
     # g[:, 2H:] += (r ⊙ h_{t-1}) @ Wh[:, 2H:]
-    team_gemm(tm, N, H, H, rh, ld_rh, Wh + 2 * H, 3 * H, False, wp_h, 1, g + 2 * H, ldg)
+    team_gemm(tm, N, H, H, rh, ld_rh, Wh + 2 * H, 3 * H, False, wp_h, 1, g + 2 * H, ldg,
+              t & 1)
     sync(tm)
     rb_fwd_out(tm, N, H, g, ldg, b, hp, ld_hp, hn, ld_hn, y, ld_y, lens, t)
     sync(tm)
@@ -271,20 +272,21 @@ cdef void backward_steps(Team tm, Layout L, Py_ssize_t H, const floating *w,
                      dY + t * dys, ldy, dhp, d + t * gs, w2 + t * gs, ldg, lens, t)
             sync(tm)
             # dh_{t-1} += dU_t @ Whᵀ
-            team_gemm(tm, N, H, G3, w2 + t * gs, ldg, w, G3, True, wp, 1, dhp, H)
+            team_gemm(tm, N, H, G3, w2 + t * gs, ldg, w, G3, True, wp, 1, dhp, H, False)
             sync(tm)
         else:
             rb_bwd_out(tm, N, H, G + t * gs, ldg, hp + t * hs, ldh, dY + t * dys, ldy, dhp,
                        d + t * gs, ldg, lens, t)
             sync(tm)
             # drh = dA_h @ Wh[:, 2H:]ᵀ
-            team_gemm(tm, N, H, H, d + t * gs + 2 * H, ldg, w + 2 * H, G3, True, wp, 0, w2, H)
+            team_gemm(tm, N, H, H, d + t * gs + 2 * H, ldg, w + 2 * H, G3, True, wp, 0, w2, H,
+                      False)
             sync(tm)
             rb_bwd_gates(tm, N, H, G + t * gs, ldg, hp + t * hs, ldh, w2, dhp, d + t * gs,
                          ldg, lens, t)
             sync(tm)
             # dh_{t-1} += dA_zr @ Wh[:, :2H]ᵀ
-            team_gemm(tm, N, H, 2 * H, d + t * gs, ldg, w, G3, True, wp_zr, 1, dhp, H)
+            team_gemm(tm, N, H, 2 * H, d + t * gs, ldg, w, G3, True, wp_zr, 1, dhp, H, False)
             sync(tm)
 
 
@@ -520,7 +522,7 @@ cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t 
             if Hu > 0:
                 # u = h_{t-1} @ Wh, then h_t, on this thread's units
                 gather_units(1, 3, H, u0, u1, P + (t - t0) * G3, G3, a)
-                one_off(1, 3 * Hu, H, h_cur, H, wt, 3 * Hu, False, 0, u, 3 * Hu)
+                gemv(H, 3 * Hu, h_cur, 1, wt, 3 * Hu, 0, u, t & 1)
                 fwd_step(solo(), 1, Hu, a, 3 * Hu, u, bias, h_cur + u0, H, h_next + u0, H,
                          Y + t * ys + u0, H, uh, 0, lens, t)
             units_next(tm, &h_cur, &h_next)

@@ -23,13 +23,13 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blas cimport pack, parallel
+from ._blas cimport gemv, pack, parallel
 from ._fastpath cimport array_ptrs, cell_typenum, empty, lengths_ptr
 from ._csrc cimport fc_lstm_bwd_step_f32, fc_lstm_bwd_step_f64
 from ._csrc cimport fc_lstm_fwd_step_f32, fc_lstm_fwd_step_f64
 from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, lens_at, project_chunk, rows, scatter_reversed, solo, sync
-from ._seq cimport gather_units, one_off, project_units, unit_range, units_done, units_next
+from ._seq cimport gather_units, project_units, unit_range, units_done, units_next
 from ._seq cimport project_sequences, team_colsum, team_gemm, team_own_gemm, team_pack
 from ._seq cimport claim_rows, row_blocks, team_weight_grads
 
@@ -132,7 +132,7 @@ cdef void forward_recurrence(Team tm, Layout L, Py_ssize_t H, const floating *Wh
     cdef Py_ssize_t t, ld_next
     for t in range(T):
         # gates[t] += h_{t-1} @ Wh
-        team_gemm(tm, N, G4, H, hp + t * hs, ldh, Wh, G4, False, wp, 1, G + t * gs, ldg)
+        team_gemm(tm, N, G4, H, hp + t * hs, ldh, Wh, G4, False, wp, 1, G + t * gs, ldg, t & 1)
         sync(tm)
         if t + 1 < T:
             h_next, c_next, ld_next = hp + (t + 1) * hs, cp + (t + 1) * hs, ldh
@@ -179,7 +179,7 @@ cdef void backward_recurrence(Team tm, Layout L, Py_ssize_t H, const floating *W
                  ldy, dh, dc, A + t * gs, ldg, lens, t)
         sync(tm)
         # dh_{t-1} += dA_t @ Whᵀ
-        team_gemm(tm, N, H, G4, A + t * gs, ldg, Wh, G4, True, wp, 1, dh, H)
+        team_gemm(tm, N, H, G4, A + t * gs, ldg, Wh, G4, True, wp, 1, dh, H, False)
         sync(tm)
 
 
@@ -308,7 +308,7 @@ cdef void infer_steps(Team tm, Py_ssize_t N, Py_ssize_t H, Py_ssize_t t0, Py_ssi
     for t in range(t0, t1):
         p = P + (t - t0) * N * G4
         # p += h_{t-1} @ Wh, then the state is overwritten in place by h_t, c_t
-        team_gemm(tm, N, G4, H, h, H, Wh, G4, False, wp, 1, p, G4)
+        team_gemm(tm, N, G4, H, h, H, Wh, G4, False, wp, 1, p, G4, t & 1)
         sync(tm)
         fwd_step(tm, N, H, p, G4, b, c, H, c, H, h, H, h, H, y + t * ys, ldy,
                  <floating *> NULL, 0, lens, t)
@@ -403,7 +403,7 @@ cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t 
                 # gates = P[t - t0] + h_{t-1} @ Wh  (this thread's columns), then its units of
                 # c_t (in place) and h_t (into the other buffer)
                 gather_units(1, 4, H, u0, u1, P + (t - t0) * G4, G4, gates)
-                one_off(1, 4 * Hu, H, h_cur, H, wt, 4 * Hu, False, 1, gates, 4 * Hu)
+                gemv(H, 4 * Hu, h_cur, 1, wt, 4 * Hu, 1, gates, t & 1)
                 fwd_step(solo(), 1, Hu, gates, 4 * Hu, bias, c + u0, H, c + u0, H, h_cur + u0,
                          H, h_next + u0, H, Y + t * ys + u0, H, <floating *> NULL, 0, lens, t)
             units_next(tm, &h_cur, &h_next)

@@ -9,7 +9,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blas cimport pack, parallel
+from ._blas cimport gemv, pack, parallel
 from ._fastpath cimport array_ptrs, cell_typenum, empty, lengths_ptr
 from ._csrc cimport fc_rnn_bwd_step_f32, fc_rnn_bwd_step_f64
 from ._csrc cimport fc_rnn_fwd_step_f32, fc_rnn_fwd_step_f64
@@ -17,7 +17,7 @@ from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, panels, project_chunk, project_sequences, rows, scatter_reversed
 from ._seq cimport solo, sync, team_colsum, team_gemm, team_own_gemm, team_pack
 from ._seq cimport claim_rows, lens_at, row_blocks, team_weight_grads
-from ._seq cimport gather_units, one_off, project_units, unit_range, units_done, units_next
+from ._seq cimport gather_units, project_units, unit_range, units_done, units_next
 
 cnp.import_array()
 
@@ -96,7 +96,7 @@ cdef void forward_steps(Team tm, Layout L, Py_ssize_t H, int act, const floating
     sync(tm)
     for t in range(T):
         # A[t] += h_{t-1} @ Wh  (this thread's columns)
-        team_gemm(tm, N, H, H, hp + t * hs, ldh, Wh, H, False, wp, 1, a + t * hs, ldh)
+        team_gemm(tm, N, H, H, hp + t * hs, ldh, Wh, H, False, wp, 1, a + t * hs, ldh, t & 1)
         if t + 1 < T:
             h_next, ld_next = hp + (t + 1) * hs, ldh
         else:
@@ -122,7 +122,7 @@ cdef void backward_steps(Team tm, Layout L, Py_ssize_t H, int act, const floatin
                  lens, t)
         sync(tm)
         # dh_{t-1} += dA_t @ Whᵀ  (this thread's columns: the next pass reads only those)
-        team_gemm(tm, N, H, H, d + t * hs, ldh, Wh, H, True, wp, 1, dh, H)
+        team_gemm(tm, N, H, H, d + t * hs, ldh, Wh, H, True, wp, 1, dh, H, False)
 
 
 cdef void train_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
@@ -178,7 +178,7 @@ cdef void infer_steps(Team tm, Py_ssize_t N, Py_ssize_t H, int act, Py_ssize_t t
         p = P + (t - t0) * N * H
         # p += h_{t-1} @ Wh; then h is overwritten in place by h_t (after every thread has
         # read h_{t-1})
-        team_gemm(tm, N, H, H, h, H, Wh, H, False, wp, 1, p, H)
+        team_gemm(tm, N, H, H, h, H, Wh, H, False, wp, 1, p, H, t & 1)
         sync(tm)
         fwd_step(N, c0, c1, act, p, H, b, h, H, h, H, y + t * ys, ldy, lens, t)
         sync(tm)
@@ -328,7 +328,7 @@ cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t 
             if Hu > 0:
                 # p += h_{t-1} @ Wh, then h_t, on this thread's columns
                 p = P + (t - t0) * H
-                one_off(1, Hu, H, h_cur, H, wt, Hu, False, 1, p + u0, H)
+                gemv(H, Hu, h_cur, 1, wt, Hu, 1, p + u0, t & 1)
                 fwd_step(1, u0, u1, act, p, H, b, h_cur, H, h_next, H, Y + t * ys, L.ns * H,
                          lens, t)
             units_next(tm, &h_cur, &h_next)

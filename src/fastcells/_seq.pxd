@@ -17,7 +17,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
-from ._blas cimport barrier, gemm, gemm_packed, own_gemm, own_gemm_tn2, pack, packed_size
+from ._blas cimport barrier, gemm, gemm_packed, gemv, own_gemm, own_gemm_tn2, pack, packed_size
 from ._csrc cimport fc_colsum_f32, fc_colsum_f64
 
 
@@ -59,15 +59,20 @@ cdef inline void one_off(Py_ssize_t M, Py_ssize_t Nc, Py_ssize_t K, const floati
 
 cdef inline void step_gemm(Py_ssize_t N, Py_ssize_t Nc, Py_ssize_t K, const floating *A,
                            Py_ssize_t lda, const floating *B, Py_ssize_t ldb, bint trans_b,
-                           const floating *packed, bint beta, floating *C,
-                           Py_ssize_t ldc) noexcept nogil:
+                           const floating *packed, bint beta, floating *C, Py_ssize_t ldc,
+                           bint mirror) noexcept nogil:
     """A per-step recurrent product C (N x Nc) = A (N x K) @ op(B) + beta * C.
 
     With `packed` (op(B) packed once per call by _blas.pack) the packed GEMM, which does not
-    re-pack B on every step; without (NULL: a batch of one, or a single step) one_off.
+    re-pack B on every step; without (NULL: a batch of one, or a single step) one_off, or for
+    one row and B as given _blas.gemv, mirrored as asked: the recurrent loops pass `mirror` on
+    every other step (t & 1), so that a B larger than the L1 cache is read from where the
+    previous step left off (fastcells.h, fc_gemv).
     """
     if packed != NULL:
         gemm_packed(N, Nc, K, A, lda, packed, beta, C, ldc)
+    elif N == 1 and not trans_b:
+        gemv(K, Nc, A, 1, B, ldb, beta, C, mirror)
     else:
         one_off(N, Nc, K, A, lda, B, ldb, trans_b, beta, C, ldc)
 
@@ -159,12 +164,12 @@ cdef inline void team_pack(Team tm, Py_ssize_t K, Py_ssize_t Nc, const floating 
 cdef inline void team_gemm(Team tm, Py_ssize_t N, Py_ssize_t Nc, Py_ssize_t K,
                            const floating *A, Py_ssize_t lda, const floating *B,
                            Py_ssize_t ldb, bint trans_b, const floating *packed, bint beta,
-                           floating *C, Py_ssize_t ldc) noexcept nogil:
+                           floating *C, Py_ssize_t ldc, bint mirror) noexcept nogil:
     """step_gemm by the whole team: each thread its own column panels (a team of more than
-    one thread always has `packed`); no barrier."""
+    one thread always has `packed`, so `mirror` only matters to one); no barrier."""
     cdef Py_ssize_t c0, c1, offset
     if tm.nth == 1:
-        step_gemm(N, Nc, K, A, lda, B, ldb, trans_b, packed, beta, C, ldc)
+        step_gemm(N, Nc, K, A, lda, B, ldb, trans_b, packed, beta, C, ldc, mirror)
         return
     panels(tm, <floating> 0, K, Nc, &c0, &c1, &offset)
     if c1 > c0:
@@ -249,7 +254,7 @@ cdef inline void project_sequences(Layout L, const floating *X, Py_ssize_t D, Py
     for n in range(n0, n1):
         # P[:, n] = X[n, t0:t1] @ W
         step_gemm(t1 - t0, GW, D, X + (n * L.ns + t0 * L.ts) * D, L.ts * D, W, GW, False,
-                  Wp, 0, P + n * p_row, p_step)
+                  Wp, 0, P + n * p_row, p_step, False)
 
 
 cdef inline void project(Layout L, const floating *X, Py_ssize_t D, Py_ssize_t t0,
