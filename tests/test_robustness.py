@@ -816,6 +816,46 @@ def test_pool_keeps_at_most_its_limit_and_release_memory_empties_it(monkeypatch)
     assert _common._POOL.bytes == 0 and not _common._POOL.free
 
 
+def test_inference_chunk_fits_half_the_l2(monkeypatch):
+    """Inference chunks: INFERENCE_CHUNK steps while their gates fit INFERENCE_CHUNK_BYTES
+    (half the L2), fewer beyond, INFERENCE_CHUNK_MIN at least, T at most."""
+    from types import SimpleNamespace
+
+    from fastcells import _common
+    monkeypatch.setattr(_common, "INFERENCE_CHUNK_BYTES", 1 << 19)
+
+    def steps(N, T, G, H, dtype=np.float32):
+        return _common.chunk_steps(SimpleNamespace(N=N, T=T, G=G, H=H, dtype=np.dtype(dtype)))
+
+    assert steps(1, 100, 4, 64) == 64        # 1 KiB a step
+    assert steps(16, 50, 4, 128) == 16       # 32 KiB a step
+    assert steps(16, 50, 3, 128) == 21
+    assert steps(16, 50, 4, 128, np.float64) == 8
+    assert steps(32, 100, 4, 256) == 8       # 128 KiB a step: the floor (64 KiB would do 4)
+    assert steps(64, 50, 4, 1024) == 8
+    assert steps(16, 5, 4, 128) == 5         # T
+    assert steps(0, 7, 4, 0) == 7 and steps(3, 0, 4, 8) == 0
+
+
+def test_scratch_keeps_its_views_and_release_memory_drops_them():
+    """scratch hands the same view back for the same (slot, dtype, shape); growing a slot's
+    buffer replaces its views (none may point into the buffer it drops), another shape gets
+    its own view of the same buffer, and release_memory forgets them all."""
+    from fastcells import _common
+    fastcells.release_memory()
+    a = _common.scratch((4, 8), np.float32, slot="t")
+    assert _common.scratch((4, 8), np.float32, slot="t") is a
+    assert a.shape == (4, 8) and a.dtype == np.float32 and a.ctypes.data % 64 == 0
+    b = _common.scratch((2, 8), np.float32, slot="t")  # the same buffer, another view
+    assert b.shape == (2, 8) and np.shares_memory(a, b)
+    assert not np.shares_memory(a, _common.scratch((4, 8), np.float64, slot="t"))
+    big = _common.scratch((64, 8), np.float32, slot="t")  # grows the buffer
+    again = _common.scratch((4, 8), np.float32, slot="t")
+    assert again is not a and np.shares_memory(again, big) and not np.shares_memory(again, a)
+    fastcells.release_memory()
+    assert _common.scratch((4, 8), np.float32, slot="t") is not again
+
+
 def test_size_classes():
     from fastcells._common import _size_class
     for n in (1, 7, 8, 9, 100, 65536, 65537, 81920, 81921, 10**6, 3 * 2**20 + 1):
