@@ -27,6 +27,17 @@ def assert_close(actual, expected, what, dtype=None):
     assert err <= TOL[dtype], f"{what}: relative error {err:.3g} > {TOL[dtype]:g}"
 
 
+def at_offset(a, offset):
+    """A C-contiguous copy of `a` whose data starts `offset` elements past a 64-byte boundary
+    (NumPy only promises 16: the kernels must be right, and fast, at any offset)."""
+    item = a.dtype.itemsize
+    buf = np.empty(a.size + 64 // item + offset, a.dtype)
+    start = (-buf.ctypes.data % 64) // item + offset
+    out = buf[start:start + a.size].reshape(a.shape)
+    out[...] = a
+    return out
+
+
 def random_lengths(rng, N, T):
     """Ragged lengths that include 0 and T (when N allows), the rest random."""
     lengths = rng.integers(0, T + 1, size=N)

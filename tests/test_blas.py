@@ -4,7 +4,7 @@ import pytest
 
 from fastcells import _blas
 
-from conftest import DTYPES, assert_close
+from conftest import DTYPES, assert_close, at_offset
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -30,17 +30,6 @@ def test_gemm_beta_zero_ignores_c(dtype, rng):
     assert_close(C, A @ B, "C")
 
 
-def _at_offset(a, offset):
-    """A C-contiguous copy of `a` whose data starts `offset` elements past a 64-byte boundary
-    (NumPy only promises 16: the kernels must be right, and fast, at any offset)."""
-    item = a.dtype.itemsize
-    buf = np.empty(a.size + 64 // item + offset, a.dtype)
-    start = (-buf.ctypes.data % 64) // item + offset
-    out = buf[start:start + a.size].reshape(a.shape)
-    out[...] = a
-    return out
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N", [1, 5, 15, 16, 17, 40, 127, 128, 129, 200, 512])
 @pytest.mark.parametrize("beta", [0.0, 1.0])
@@ -57,8 +46,8 @@ def test_one_row_gemm(dtype, N, beta, rng):
     expected = a.astype(np.float64) @ B0 + beta * C0
     first = None
     for offset in range(64 // np.dtype(dtype).itemsize):
-        B = _at_offset(B0, offset)
-        C = _at_offset(C0, offset)
+        B = at_offset(B0, offset)
+        C = at_offset(C0, offset)
         _blas._gemm(a, B, C, False, False, 1.0, beta)
         assert_close(C, expected.astype(dtype), f"C (B at element offset {offset})")
         if first is None:
@@ -77,7 +66,7 @@ def test_one_row_gemm_rounds_each_column_alike(dtype, N, rng):
     a = rng.standard_normal((1, K)).astype(dtype)
     C0 = rng.standard_normal((1, N)).astype(dtype)
     for offset in (0, 1, 3):
-        B = _at_offset(rng.standard_normal((K, N)).astype(dtype), offset)
+        B = at_offset(rng.standard_normal((K, N)).astype(dtype), offset)
         C = C0.copy()
         _blas._gemm(a, B, C, False, False, 1.0, 1.0)
         for j in range(N):
@@ -98,13 +87,13 @@ def test_mirrored_gemv_sums_from_the_last_row(dtype, N, beta, rng):
     x = rng.standard_normal(K).astype(dtype)
     y0 = rng.standard_normal(N).astype(dtype)
     for offset in (0, 1, 5):
-        W = _at_offset(rng.standard_normal((K, N)).astype(dtype), offset)
+        W = at_offset(rng.standard_normal((K, N)).astype(dtype), offset)
         W_copy = W.copy()
         y = y0.copy()
         _blas._gemv(x, W, y, beta, True)
         np.testing.assert_array_equal(W, W_copy)  # inputs unchanged
         reversed_ = y0.copy()
-        _blas._gemv(x[::-1].copy(), _at_offset(W[::-1], offset), reversed_, beta, False)
+        _blas._gemv(x[::-1].copy(), at_offset(W[::-1], offset), reversed_, beta, False)
         np.testing.assert_array_equal(y, reversed_, err_msg=f"offset {offset}")
         assert_close(y, (x.astype(np.float64) @ W + beta * y0).astype(dtype), "y")
         forward = y0.copy()
@@ -130,7 +119,7 @@ def test_packed_gemm(dtype, M, K, Nc, trans_b, beta, rng):
     C = rng.standard_normal((M, Nc)).astype(dtype)
     expected = A.astype(np.float64) @ (B.T if trans_b else B) + (C if beta else 0)
     size = _blas._packed_size(dtype, K, Nc)
-    work = _at_offset(np.zeros(size, dtype), 4 if dtype == np.float32 else 2)
+    work = at_offset(np.zeros(size, dtype), 4 if dtype == np.float32 else 2)
     _blas._gemm_packed(A, B, C, trans_b, beta, work)
     assert_close(C, expected.astype(dtype), "C")
     assert _blas._gemm_rows() in (2, 8)

@@ -7,7 +7,7 @@ plus layouts of the inputs, immutability, zero sizes and step-by-step consistenc
 import numpy as np
 import pytest
 
-from conftest import DTYPES, assert_close, random_lengths
+from conftest import DTYPES, assert_close, at_offset, random_lengths
 
 SHAPES = [(1, 1, 3, 4), (1, 6, 5, 3), (1, 9, 5, 40), (3, 1, 4, 6), (4, 7, 5, 8), (2, 3, 6, 512)]
 
@@ -133,6 +133,31 @@ def test_reverse_inference_matches_training(cell, time_major, rng):
             hs_nt = hs_i.transpose(1, 0, 2) if time_major else hs_i
             for n, L in enumerate(lengths):
                 assert not hs_nt[n, L:].any(), "outputs past the length must be exactly zero"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [False, True])
+def test_batch_of_one_any_alignment_of_wh(cell, dtype, training, rng):
+    """A batch of one reads Wh through the one-row product, from an aligned copy when its rows
+    are not aligned (_common.row_product_weights): the same bits at every offset of Wh in its
+    cache line, for the outputs, final states and every gradient; Wh itself unchanged."""
+    fast = cell.fast()
+    p = cell.problem(rng, 1, 20, 5, 32, dtype)
+    first = None
+    for offset in range(0, 64 // np.dtype(dtype).itemsize, 3):
+        Wh = at_offset(p["Wh"], offset)
+        hs, fin, cache = cell.forward(fast, p["xs"], p["Wx"], Wh, p["b"], p["states"],
+                                      training=training)
+        out = [hs, *fin]
+        if training:
+            out += list(cell.backward(fast, cache, p["dhs"], p["dfinal"]))
+        if first is None:
+            first = out
+            assert_close(hs, cell.forward(cell.ref(), p["xs"], p["Wx"], p["Wh"], p["b"],
+                                          p["states"])[0], "hs")
+        for k, (a, b) in enumerate(zip(out, first)):
+            np.testing.assert_array_equal(a, b, err_msg=f"result {k}, Wh at offset {offset}")
+        np.testing.assert_array_equal(Wh, p["Wh"])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

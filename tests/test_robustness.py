@@ -34,7 +34,7 @@ import pytest
 import fastcells
 import fastcells.reference as ref
 
-from conftest import CELLS, DTYPES, TOL
+from conftest import CELLS, DTYPES, TOL, at_offset
 
 LINUX = sys.platform.startswith("linux")
 
@@ -835,6 +835,30 @@ def test_inference_chunk_fits_half_the_l2(monkeypatch):
     assert steps(64, 50, 4, 1024) == 8
     assert steps(16, 5, 4, 128) == 5         # T
     assert steps(0, 7, 4, 0) == 7 and steps(3, 0, 4, 8) == 0
+
+
+def test_row_product_weights_align_a_batch_of_ones_wh():
+    """Wh for the one-row product: an aligned copy for a batch of one on one thread over
+    UNITS_MIN_STEPS steps when Wh's rows can all be aligned but are not; Wh itself otherwise."""
+    from fastcells import _common, _validate
+    from fastcells.threads import UNITS_MIN_STEPS
+
+    def weights(N, T, H, offset, G=4, nth=1, dtype=np.float32):
+        Wh = at_offset(np.arange(H * G * H, dtype=dtype).reshape(H, G * H), offset)
+        seq = _validate.Sequence("f", G, np.zeros((N, T, 3), dtype),
+                                 np.zeros((3, G * H), dtype), Wh, None, False)
+        return Wh, _common.row_product_weights(seq, nth)
+
+    Wh, w = weights(1, UNITS_MIN_STEPS, 16, 4)  # copied: aligned, equal, a new array
+    assert w is not Wh and w.ctypes.data % 64 == 0 and np.array_equal(w, Wh)
+    Wh, w = weights(1, 100, 8, 2, G=3, dtype=np.float64)  # 24 doubles: 192 bytes a row
+    assert w is not Wh and w.ctypes.data % 64 == 0 and np.array_equal(w, Wh)
+    for kw in ({"offset": 0}, {"N": 2}, {"T": UNITS_MIN_STEPS - 1}, {"nth": 2},
+               {"H": 5}):  # aligned; a batch; few steps; split by units; 20-float rows
+        args = dict(N=1, T=100, H=16, offset=4)
+        args.update(kw)
+        Wh, w = weights(**args)
+        assert w is Wh, kw
 
 
 def test_scratch_keeps_its_views_and_release_memory_drops_them():

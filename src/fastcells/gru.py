@@ -19,8 +19,8 @@ import numpy as np
 
 from . import _gru, threads
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
-                      packed_input_weights, packed_weights, reverse_buffers, scratch,
-                      states_by_step, units_split)
+                      packed_input_weights, packed_weights, reverse_buffers,
+                      row_product_weights, scratch, states_by_step, units_split)
 from ._types import GRUGrads
 from ._validate import Sequence, check_flag
 
@@ -84,7 +84,8 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
             by_rows = False
             if nth == 1 and not seq.reverse:
                 nth, by_rows = threads.for_batch(N, H, 3, Wp, dtype.itemsize)
-            _gru.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
+            wh = row_product_weights(seq, nth)  # a batch of one: aligned rows
+            _gru.forward_infer(seq.rows, seq.Wx, wh, b, seq.lengths, N, T, seq.time_major,
                                seq.reverse, reset_after, Y, chunk_buffer(seq, 3 * H), S, U, h,
                                Wp, packed_input_weights(seq), *reverse_buffers(seq), Wu,
                                nth=nth, by_rows=by_rows)
@@ -96,7 +97,8 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
     cache.h_prev = states_by_step(seq, h)
     if not seq.empty:
         h = np.empty_like(h)
-        _gru.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
+        wh = row_product_weights(seq)  # a batch of one: aligned rows
+        _gru.forward_train(seq.X, seq.Wx, wh, b, seq.lengths, N, T, seq.time_major,
                            reset_after, Y, cache.gates, cache.extra, cache.h_prev, U, h, Wp,
                            nth=threads.for_loop(N, H, 3 * H, Wp))
     return seq.order(hs), h, cache

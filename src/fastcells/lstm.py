@@ -13,8 +13,8 @@ import numpy as np
 
 from . import _lstm, threads
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
-                      packed_input_weights, packed_weights, reverse_buffers, scratch,
-                      states_by_step, units_split)
+                      packed_input_weights, packed_weights, reverse_buffers,
+                      row_product_weights, scratch, states_by_step, units_split)
 from ._types import LSTMGrads
 from ._validate import Sequence, check_flag
 
@@ -64,7 +64,8 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
             by_rows = False
             if nth == 1 and not seq.reverse:
                 nth, by_rows = threads.for_batch(N, H, 4, Wp, dtype.itemsize)
-            _lstm.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
+            wh = row_product_weights(seq, nth)  # a batch of one: aligned rows
+            _lstm.forward_infer(seq.rows, seq.Wx, wh, b, seq.lengths, N, T, seq.time_major,
                                 seq.reverse, Y, chunk_buffer(seq, 4 * H), h, c, Wp,
                                 packed_input_weights(seq), *reverse_buffers(seq), Wu,
                                 nth=nth, by_rows=by_rows)
@@ -76,7 +77,8 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
     if not seq.empty:
         h, c = np.empty_like(h), np.empty_like(c)
         nth, by_rows = threads.for_batch(N, H, 4, Wp, dtype.itemsize)
-        _lstm.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, Y,
+        wh = row_product_weights(seq)  # a batch of one: aligned rows
+        _lstm.forward_train(seq.X, seq.Wx, wh, b, seq.lengths, N, T, seq.time_major, Y,
                             cache.gates, cache.h_prev, cache.c_prev, cache.tanh_c, h, c, Wp,
                             nth=nth, by_rows=by_rows)
     return seq.order(hs), (h, c), cache

@@ -8,8 +8,8 @@ import numpy as np
 
 from . import _rnn, threads
 from ._common import (Backward, SequenceCache, aligned_empty, chunk_buffer, outputs,
-                      packed_input_weights, packed_weights, reverse_buffers, scratch,
-                      states_by_step, units_split)
+                      packed_input_weights, packed_weights, reverse_buffers,
+                      row_product_weights, scratch, states_by_step, units_split)
 from ._types import RNNGrads
 from ._validate import Sequence, check_flag
 
@@ -70,7 +70,8 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
             by_rows = False
             if nth == 1 and not seq.reverse:
                 nth, by_rows = threads.for_batch(N, H, 1, Wp, seq.dtype.itemsize)
-            _rnn.forward_infer(seq.rows, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
+            wh = row_product_weights(seq, nth)  # a batch of one: aligned rows
+            _rnn.forward_infer(seq.rows, seq.Wx, wh, b, seq.lengths, N, T, seq.time_major,
                                seq.reverse, act, Y, chunk_buffer(seq, H), h, Wp,
                                packed_input_weights(seq), *reverse_buffers(seq), Wu, nth=nth,
                                by_rows=by_rows)
@@ -81,7 +82,8 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
     cache.h_prev = states_by_step(seq, h)
     if not seq.empty:
         h = np.empty_like(h)
-        _rnn.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, act,
+        wh = row_product_weights(seq)  # a batch of one: aligned rows
+        _rnn.forward_train(seq.X, seq.Wx, wh, b, seq.lengths, N, T, seq.time_major, act,
                            Y, cache.h_next, cache.h_prev, h, Wp,
                            nth=threads.for_loop(N, H, H, Wp))
     return seq.order(hs), h, cache
