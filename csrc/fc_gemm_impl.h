@@ -283,7 +283,8 @@ void FC_FN(fc_gemm_tn2)(fc_int M1, const FC_REAL *A1, fc_int lda1, FC_REAL *C1, 
 /* One row: y (Nc) = x (K, stride incx) @ W (K x Nc, row stride ldw) + beta y (beta 0 or 1).
  * For a batch of one (the one-step cells, N = 1 sequences): a block of up to FC_GEMV_NV vectors
  * of y stays in registers while the K rows of W stream past it, each element used once. Every
- * column is summed in the same order (k = 0, 1, ..., then + y), whichever path computes it.
+ * column is summed in the same order (k = 0, 1, ..., then + y; mirrored, k = K-1, ..., 0, then
+ * + y), whichever path computes it.
  * Each vector's sum is a chain of K dependent multiply-adds, so a block of few vectors runs at
  * the FMA latency: the two unaligned edge vectors (head and tail, below) ride along with the
  * last block when the registers allow (fc_gemv_max_vectors) instead of taking a pass of their
@@ -364,11 +365,16 @@ void FC_FN(fc_gemv)(fc_int K, fc_int Nc, const FC_REAL *x, fc_int incx, const FC
                     fc_int ldw, int beta, FC_REAL *y, int mirror)
 {
     typedef FC_FN(fc_vec) vec;
+    if (K == 0) { /* an empty sum (W and x may be NULL: no pointer is formed from them) */
+        for (fc_int j = 0; j < Nc; j++)
+            y[j] = beta ? y[j] : 0;
+        return;
+    }
     /* the alignment of W's rows, before a mirror moves W to its last row */
     int aligned_rows = (uintptr_t)W % sizeof(FC_REAL) == 0
                        && (ldw * (fc_int)sizeof(FC_REAL)) % 64 == 0;
     fc_int head = (fc_int)(((64 - (uintptr_t)W % 64) % 64) / sizeof(FC_REAL));
-    if (mirror && K > 0) {
+    if (mirror) {
         x += (K - 1) * incx;
         W += (K - 1) * ldw;
         incx = -incx;

@@ -78,15 +78,15 @@ def test_one_row_gemm_rounds_each_column_alike(dtype, N, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N", [5, 16, 17, 100, 192, 256, 300])
 @pytest.mark.parametrize("beta", [False, True])
-def test_mirrored_gemv_sums_from_the_last_row(dtype, N, beta, rng):
+@pytest.mark.parametrize("K", [37, 1])
+def test_mirrored_gemv_sums_from_the_last_row(dtype, N, beta, K, rng):
     """gemv with `mirror` (the recurrent loops' odd steps) visits the blocks in reverse and
     sums each column from the last row up: bit for bit the forward sum over x and W with
-    their rows reversed, for the narrow path, the blocks and the edge vectors at any offset
+    their rows reversed, for the narrow path, the blocks and the edge vectors at every offset
     of W in its cache line; and it is a different order (some column differs)."""
-    K = 37
     x = rng.standard_normal(K).astype(dtype)
     y0 = rng.standard_normal(N).astype(dtype)
-    for offset in (0, 1, 5):
+    for offset in range(64 // np.dtype(dtype).itemsize):
         W = at_offset(rng.standard_normal((K, N)).astype(dtype), offset)
         W_copy = W.copy()
         y = y0.copy()
@@ -101,8 +101,19 @@ def test_mirrored_gemv_sums_from_the_last_row(dtype, N, beta, rng):
         C = y0[None].copy()
         _blas._gemm(x[None], W, C, False, False, 1.0, float(beta))
         np.testing.assert_array_equal(forward, C[0])  # the one-row GEMM is the forward gemv
-        if N >= 100:
+        if N >= 100 and K > 1:
             assert (y != forward).any(), "mirror must sum in the other order"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mirror", [False, True])
+def test_gemv_of_no_rows(dtype, mirror):
+    """K = 0: y = beta * y, with no x or W at all (NULL pointers: an empty input
+    projection)."""
+    for beta in (False, True):
+        y = np.arange(1.0, 21.0, dtype=dtype)
+        _blas._gemv(np.empty(0, dtype), np.empty((0, 20), dtype), y, beta, mirror)
+        np.testing.assert_array_equal(y, np.arange(1.0, 21.0) if beta else np.zeros(20))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,8 +1,9 @@
 """The fast kernels against their NumPy twins: outputs, final states and every gradient.
 
 float64 to 1e-10 and float32 to 1e-4 relative (conftest.TOL), over shapes with N=1 (H = 40: the
-one-row product's vector blocks, mirrored every other step), T=1, D != H and H >= 512, non-zero initial states, both layouts, ragged lengths with 0 and T, dhs=None;
-plus layouts of the inputs, immutability, zero sizes and step-by-step consistency.
+one-row product's vector blocks, mirrored every other step), T=1, D != H and H >= 512, non-zero
+initial states, both layouts, ragged lengths with 0 and T, dhs=None; plus layouts of the inputs,
+immutability, zero sizes and step-by-step consistency.
 """
 import numpy as np
 import pytest
@@ -137,10 +138,23 @@ def test_reverse_inference_matches_training(cell, time_major, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("training", [False, True])
-def test_batch_of_one_any_alignment_of_wh(cell, dtype, training, rng):
-    """A batch of one reads Wh through the one-row product, from an aligned copy when its rows
-    are not aligned (_common.row_product_weights): the same bits at every offset of Wh in its
-    cache line, for the outputs, final states and every gradient; Wh itself unchanged."""
+def test_batch_of_one_any_alignment_of_wh(cell, dtype, training, rng, monkeypatch):
+    """A batch of one reads Wh through the one-row product, in inference from an aligned copy
+    when its rows are not aligned (_common.row_product_weights, whose result the kernel gets):
+    the same bits at every offset of Wh in its cache line, for the outputs, final states and
+    every gradient; Wh itself unchanged."""
+    import importlib
+
+    from fastcells import _common
+    module = importlib.import_module(f"fastcells.{cell.name}")
+    given = []  # the address of the Wh each inference kernel got, modulo 64
+
+    def spy(seq, nth=1):
+        wh = _common.row_product_weights(seq, nth)
+        given.append(_common._blas._misalignment(wh))
+        return wh
+
+    monkeypatch.setattr(module, "row_product_weights", spy)
     fast = cell.fast()
     p = cell.problem(rng, 1, 20, 5, 32, dtype)
     first = None
@@ -148,6 +162,8 @@ def test_batch_of_one_any_alignment_of_wh(cell, dtype, training, rng):
         Wh = at_offset(p["Wh"], offset)
         hs, fin, cache = cell.forward(fast, p["xs"], p["Wx"], Wh, p["b"], p["states"],
                                       training=training)
+        if not training:
+            assert given.pop() == 0, f"the kernel got Wh misaligned (offset {offset})"
         out = [hs, *fin]
         if training:
             out += list(cell.backward(fast, cache, p["dhs"], p["dfinal"]))
@@ -228,12 +244,20 @@ def test_inputs_unchanged_and_results_new(cell, rng):
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 
-@pytest.mark.parametrize("N,T,D", [(0, 3, 2), (2, 0, 2), (2, 3, 0)])
+@pytest.mark.parametrize("N,T,D", [(0, 3, 2), (2, 0, 2), (2, 3, 0), (2, 1, 0), (1, 9, 0)])
 def test_zero_sizes(cell, N, T, D, rng):
-    """Empty batches, sequences or inputs give empty or trivial results, never a crash."""
+    """Empty batches, sequences or inputs give empty or trivial results, never a crash. With
+    D = 0 the input projections are empty sums (one-row ones too: N = 1, or one step), in
+    training and in inference."""
     p = cell.problem(rng, N, T, D, 4, np.float64)
     if D == 0:
         compare(cell, p)  # no input: the recurrence still runs on h0 and the biases
+        args = (p["xs"], p["Wx"], p["Wh"], p["b"], p["states"])
+        hs, fin, _ = cell.forward(cell.ref(), *args)
+        hs_i, fin_i, _ = cell.forward(cell.fast(), *args, training=False)
+        assert_close(hs_i, hs, "hs (inference)")
+        for s_i, s in zip(fin_i, fin):
+            assert_close(s_i, s, "final state (inference)")
         return
     fast = cell.fast()
     hs, fin, cache = cell.forward(fast, p["xs"], p["Wx"], p["Wh"], p["b"], p["states"])

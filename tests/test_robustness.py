@@ -462,8 +462,8 @@ def test_inference_reuses_its_work_buffers(cell, kw):
     """A repeated training=False call allocates little beyond its outputs and states: its
     work buffers (the chunk of gates, Wx and Wh packed, the reverse buffers) are kept per
     thread between calls (_common.scratch), not allocated, page-faulted in and freed again on
-    every call. The bound is below the chunk of gates alone (INFERENCE_CHUNK*N*G*H elements,
-    8 KB or more here)."""
+    every call. The bound is below the chunk of gates alone (chunk_steps*N*G*H elements, 8 KB
+    or more here)."""
     _inference_extra_bytes(cell, 300, **kw)  # the buffers, if this thread has none yet
     again, (N, H) = _inference_extra_bytes(cell, 300, **kw)
     assert again <= 4 * N * H * 4 + 2**11, (
@@ -475,8 +475,8 @@ def test_inference_reuses_its_work_buffers(cell, kw):
 def test_inference_memory_is_outputs_plus_state(cell, kw):
     """training=False on T = 100,000: the peak of allocations beyond the outputs (hs and the
     final states) does not grow with T (compared with T = 1,000) and stays within the chunk
-    of gates (INFERENCE_CHUNK steps of N*G*H), a few (N, H) states and the packed recurrent
-    weights (H*G*H): O(N*H), not O(T)."""
+    of gates (at most INFERENCE_CHUNK steps of N*G*H), a few (N, H) states and the packed
+    recurrent weights (H*G*H): O(N*H), not O(T)."""
     from fastcells._common import INFERENCE_CHUNK
     if "lengths" in kw:
         kw = dict(kw)
@@ -497,7 +497,8 @@ def test_inference_memory_is_outputs_plus_state(cell, kw):
 def test_inference_memory_reverse(cell, kw):
     """The same bound with reverse=True: running the sequences backwards copies neither xs
     nor the outputs (O(N*T*(D+H)) bytes); the kernels walk the reversed positions, with one
-    chunk of gathered input rows (INFERENCE_CHUNK*N*D) and one step's outputs (N*H) more."""
+    chunk of gathered input rows (at most INFERENCE_CHUNK*N*D) and one step's outputs (N*H)
+    more."""
     from fastcells._common import INFERENCE_CHUNK
     short_kw = dict(kw, lengths=np.array([1_000, 7])) if "lengths" in kw else kw
     extra_short, _ = _inference_extra_bytes(cell, 1_000, reverse=True, **short_kw)
@@ -837,10 +838,11 @@ def test_inference_chunk_fits_half_the_l2(monkeypatch):
     assert steps(0, 7, 4, 0) == 7 and steps(3, 0, 4, 8) == 0
 
 
-def test_row_product_weights_align_a_batch_of_ones_wh():
+def test_row_product_weights_align_a_batch_of_ones_wh(monkeypatch):
     """Wh for the one-row product: an aligned copy for a batch of one on one thread over
-    UNITS_MIN_STEPS steps when Wh's rows can all be aligned but are not; Wh itself otherwise."""
-    from fastcells import _common, _validate
+    UNITS_MIN_STEPS steps when Wh's rows can all be aligned but are not and Wh fits the L2;
+    Wh itself otherwise."""
+    from fastcells import _common, _validate, threads
     from fastcells.threads import UNITS_MIN_STEPS
 
     def weights(N, T, H, offset, G=4, nth=1, dtype=np.float32):
@@ -853,9 +855,11 @@ def test_row_product_weights_align_a_batch_of_ones_wh():
     assert w is not Wh and w.ctypes.data % 64 == 0 and np.array_equal(w, Wh)
     Wh, w = weights(1, 100, 8, 2, G=3, dtype=np.float64)  # 24 doubles: 192 bytes a row
     assert w is not Wh and w.ctypes.data % 64 == 0 and np.array_equal(w, Wh)
+    monkeypatch.setattr(threads, "L2_BYTES", 16 * 64 * 4)  # as if Wh at H = 16 filled the L2
+    assert weights(1, 100, 16, 4)[1].ctypes.data % 64 == 0
     for kw in ({"offset": 0}, {"N": 2}, {"T": UNITS_MIN_STEPS - 1}, {"nth": 2},
-               {"H": 5}):  # aligned; a batch; few steps; split by units; 20-float rows
-        args = dict(N=1, T=100, H=16, offset=4)
+               {"H": 5}, {"H": 32}):  # aligned; a batch; few steps; split by units; 20-float
+        args = dict(N=1, T=100, H=16, offset=4)  # rows; beyond the L2
         args.update(kw)
         Wh, w = weights(**args)
         assert w is Wh, kw
@@ -877,7 +881,8 @@ def test_scratch_keeps_its_views_and_release_memory_drops_them():
     again = _common.scratch((4, 8), np.float32, slot="t")
     assert again is not a and np.shares_memory(again, big) and not np.shares_memory(again, a)
     fastcells.release_memory()
-    assert _common.scratch((4, 8), np.float32, slot="t") is not again
+    fresh = _common.scratch((4, 8), np.float32, slot="t")
+    assert fresh is not again and not np.shares_memory(fresh, again)  # the buffer was dropped
 
 
 def test_size_classes():

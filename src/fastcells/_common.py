@@ -277,17 +277,21 @@ def units_split(seq, extra, supported=True):
 
 
 def row_product_weights(seq, nth=1):
-    """Wh for the loops' one-row product (a batch of one on one thread: fc_gemv every step):
-    seq.Wh itself, or, when its rows do not start on 64-byte boundaries but could (G*H
-    elements a multiple of 64 bytes), a copy in an aligned scratch buffer, over
-    threads.UNITS_MIN_STEPS steps or more. NumPy aligns arrays to 16 bytes only, and fc_gemv
+    """Wh for inference's one-row product (a batch of one on one thread: fc_gemv every step):
+    seq.Wh itself, or, when its rows do not start on 64-byte boundaries but could (G*H elements a
+    multiple of 64 bytes), a copy in an aligned scratch buffer, over threads.UNITS_MIN_STEPS steps
+    or more and for a Wh within the L2 cache (a larger one streams from memory each step whatever
+    its alignment, and its copy would be kept). NumPy aligns arrays to 16 bytes only, and fc_gemv
     reads the columns of a misaligned row before and after its aligned body through two more
-    unaligned vectors per row (measured, 1x100x32x64 inference on 1 thread, Wh 16 or 48 bytes
-    past a boundary, interleaved in one process, the copy included: GRU 75.6 -> 72.8 us, LSTM
-    95.9 -> 93.2, RNN 31.1-32.3 -> 26.7; with Wh aligned by the caller, GRU takes 70)."""
+    unaligned vectors per row (measured, 1x100x32x64 inference on 1 thread, Wh 16 or 48 bytes past
+    a boundary, interleaved in one process, the copy included: GRU 75.6 -> 72.8 us, LSTM 95.9 ->
+    93.2, RNN 31.1-32.3 -> 26.7; with Wh aligned by the caller, GRU takes 70). Not in training,
+    whose batch-of-one step gains 1-3% from it: its peak memory would grow by the copy (tiny LSTM,
+    1x100x32x64: 0.44 -> 0.51 MB)."""
     Wh = seq.Wh
     if (seq.N != 1 or nth != 1 or seq.T < threads.UNITS_MIN_STEPS
-            or Wh.shape[1] * seq.dtype.itemsize % 64 or _blas._misalignment(Wh) == 0):
+            or Wh.shape[1] * seq.dtype.itemsize % 64 or Wh.nbytes > threads.L2_BYTES
+            or _blas._misalignment(Wh) == 0):
         return Wh
     aligned = scratch(Wh.shape, seq.dtype, slot="Wh")
     np.copyto(aligned, Wh)

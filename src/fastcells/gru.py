@@ -97,8 +97,7 @@ def gru_forward(xs, Wx, Wh, b, h0=None, *, reset_after=True, lengths=None, time_
     cache.h_prev = states_by_step(seq, h)
     if not seq.empty:
         h = np.empty_like(h)
-        wh = row_product_weights(seq)  # a batch of one: aligned rows
-        _gru.forward_train(seq.X, seq.Wx, wh, b, seq.lengths, N, T, seq.time_major,
+        _gru.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major,
                            reset_after, Y, cache.gates, cache.extra, cache.h_prev, U, h, Wp,
                            nth=threads.for_loop(N, H, 3 * H, Wp))
     return seq.order(hs), h, cache

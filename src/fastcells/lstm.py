@@ -77,8 +77,7 @@ def lstm_forward(xs, Wx, Wh, b, h0=None, c0=None, *, lengths=None, time_major=Fa
     if not seq.empty:
         h, c = np.empty_like(h), np.empty_like(c)
         nth, by_rows = threads.for_batch(N, H, 4, Wp, dtype.itemsize)
-        wh = row_product_weights(seq)  # a batch of one: aligned rows
-        _lstm.forward_train(seq.X, seq.Wx, wh, b, seq.lengths, N, T, seq.time_major, Y,
+        _lstm.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, Y,
                             cache.gates, cache.h_prev, cache.c_prev, cache.tanh_c, h, c, Wp,
                             nth=nth, by_rows=by_rows)
     return seq.order(hs), (h, c), cache

@@ -82,8 +82,7 @@ def rnn_forward(xs, Wx, Wh, b, h0=None, *, nonlinearity="tanh", lengths=None,
     cache.h_prev = states_by_step(seq, h)
     if not seq.empty:
         h = np.empty_like(h)
-        wh = row_product_weights(seq)  # a batch of one: aligned rows
-        _rnn.forward_train(seq.X, seq.Wx, wh, b, seq.lengths, N, T, seq.time_major, act,
+        _rnn.forward_train(seq.X, seq.Wx, seq.Wh, b, seq.lengths, N, T, seq.time_major, act,
                            Y, cache.h_next, cache.h_prev, h, Wp,
                            nth=threads.for_loop(N, H, H, Wp))
     return seq.order(hs), h, cache
