@@ -87,6 +87,8 @@ def test_batch_of_one_splits_units_alike(cell, T, D, H, kw, dtype, restore_threa
 
 def test_thread_count_follows_the_work(restore_threads, monkeypatch):
     monkeypatch.setattr(threads, "L1D_BYTES", 64 << 10)  # as on a CPU with a 64 KiB L1
+    trip = [100]  # ns: as between two cores that share a cache
+    monkeypatch.setattr(threads, "round_trip_ns", lambda: trip[0])
     fastcells.set_num_threads(8)
     packed, none = np.empty(1), np.empty(0)
     assert threads.for_loop(32, 256, 1024, none) == 1          # no packed product
@@ -120,6 +122,30 @@ def test_thread_count_follows_the_work(restore_threads, monkeypatch):
     assert threads.for_units(64, 4, 100) == 2 and threads.for_units(64, 3, 100) == 2
     assert threads.for_units(96, 4, 100) == 2                  # 61440 multiply-adds a step
     assert threads.for_units(128, 4, 100) == 8                 # past MIN_UNITS_WORK: as before
+    # the split for the cache alone needs near cores (a short round trip between threads)
+    for slow in (threads.MAX_SPLIT_ROUND_TRIP_NS + 1, None):  # far apart; not measurable
+        trip[0] = slow
+        assert threads.for_units(64, 4, 100) == 1 and threads.for_units(96, 4, 100) == 1
+        assert threads.for_units(128, 4, 100) == 8             # enough work: split all the same
+    trip[0] = threads.MAX_SPLIT_ROUND_TRIP_NS
+    assert threads.for_units(64, 4, 100) == 2
+
+
+def test_round_trip_is_measured_and_kept(restore_threads, monkeypatch):
+    """round_trip_ns measures the pool's round trip (a positive time, or None when no worker
+    can run) and keeps it for ROUND_TRIP_TTL seconds."""
+    calls = []
+    real = threads._blas._round_trip_ns
+    monkeypatch.setattr(threads._blas, "_round_trip_ns",
+                        lambda trips: calls.append(trips) or real(trips))
+    monkeypatch.setattr(threads, "_round_trip", [None, -float("inf")])
+    first = threads.round_trip_ns()
+    assert first is None or 0 < first < 10**7, first
+    assert threads.round_trip_ns() == first and calls == [threads.ROUND_TRIP_TRIPS]
+    monkeypatch.setattr(threads, "ROUND_TRIP_TTL", 0.0)
+    time.sleep(0.001)
+    threads.round_trip_ns()
+    assert len(calls) == 2
 
 
 def test_l1_data_cache_size_is_read():

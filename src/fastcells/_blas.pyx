@@ -3,7 +3,7 @@ cimport numpy as cnp
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
-from ._csrc cimport fc_barrier, fc_parallel, fc_task
+from ._csrc cimport fc_barrier, fc_parallel, fc_round_trip_ns, fc_task
 from ._csrc cimport fc_gemm_f32, fc_gemm_f64, fc_gemm_rows, fc_pack_f32
 from ._csrc cimport fc_gemm_packed_f32, fc_gemm_packed_f64, fc_gemm_tn2_f32, fc_gemm_tn2_f64
 from ._csrc cimport fc_gemv_f32, fc_gemv_f64, fc_pack_f64, fc_packed_size_f32
@@ -131,6 +131,15 @@ cdef int parallel(int nth, fc_task task, void *ctx) noexcept nogil:
 
 cdef void barrier(int nth) noexcept nogil:
     fc_barrier(nth)
+
+
+def _round_trip_ns(int trips):
+    """The mean round trip of a cache line between this thread and a worker of the pool, in
+    ns (fc_round_trip_ns); -1 when no worker can run (the pool is busy)."""
+    cdef long long ns
+    with nogil:
+        ns = fc_round_trip_ns(trips)
+    return ns
 
 
 def _misalignment(cnp.ndarray a):

@@ -119,3 +119,4 @@ cdef extern from "fastcells.h" nogil:
     ctypedef void (*fc_task)(void *ctx, int tid, int nth) noexcept nogil
     int fc_parallel(int nth, fc_task task, void *ctx)
     void fc_barrier(int nth)
+    long long fc_round_trip_ns(int trips)

@@ -15,10 +15,14 @@ step), and when another thread of the process is already running a threaded loop
 shared; results are the same either way). Inference of a batch of one, whose per-step product
 is a single row, splits the hidden units instead (each thread keeps its units' columns of Wh
 in its own core's cache), from MIN_UNITS_WORK per step on (LSTM: H >= 128), or a quarter of
-that when Wh exceeds the L1 data cache (LSTM and GRU H = 64 in float32 on a 32 KiB L1).
+that when Wh exceeds the L1 data cache (LSTM and GRU H = 64 in float32 on a 32 KiB L1) and a
+round trip between two of the pool's threads, measured at most once a second, is short.
 """
 import operator
 import os
+import time
+
+from . import _blas
 
 __all__ = ["set_num_threads", "get_num_threads"]
 
@@ -38,6 +42,16 @@ MIN_UNITS_WORK = 3 << 15
 # threshold the barrier costs more: LSTM H = 48 (36 KiB) ~1.0x, RNN H = 96 (36 KiB) 2.7x, and
 # whenever Wh fits L1 (GRU H = 48, 27 KiB: 1.2x).
 MIN_UNITS_WORK_PAST_L1 = 3 << 13
+# ... and, split for the cache alone (below MIN_UNITS_WORK: under a microsecond of work a step
+# between two barriers, where the threads also read each other's units of h), while a round
+# trip of a cache line between two of the pool's threads (round_trip_ns) takes at most
+# MAX_SPLIT_ROUND_TRIP_NS. That depends on where the threads run: in a virtual machine the host
+# moves the vCPUs, and here the round trip between the two went from 330-600 ns to 86-126 ns
+# within a minute, GRU 1x100x32x64 inference on 2 threads taking 137-141 us, then 60 us (72 us
+# on one thread, either way).
+MAX_SPLIT_ROUND_TRIP_NS = 200
+ROUND_TRIP_TTL = 1.0  # seconds a measured round trip is used for
+ROUND_TRIP_TRIPS = 256  # at most (fc_round_trip_ns stops after 0.2 ms)
 UNITS_MIN_STEPS = 8  # and over this many steps (the copy of Wh per call pays off)
 UNIT_BLOCK = 16  # hidden units per block of the split (_seq.pxd)
 
@@ -139,18 +153,37 @@ def rows_split(N, H, G, nth, itemsize=4):
     return nth > 1 and rows >= ROWS_PER_THREAD and (fits or rows >= 4 * ROWS_PER_THREAD)
 
 
+_round_trip = [None, -float("inf")]  # ns (None: not measurable), time.monotonic() taken
+
+
+def round_trip_ns():
+    """The mean round trip of a cache line between the calling thread and a worker of the
+    pool, in ns (ROUND_TRIP_TRIPS trips, once both run: a sleeping worker's wake-up is not
+    counted), measured again when the last measure is older than ROUND_TRIP_TTL seconds; None
+    when no worker can run (another thread holds the pool)."""
+    now = time.monotonic()
+    if now - _round_trip[1] > ROUND_TRIP_TTL:
+        ns = _blas._round_trip_ns(ROUND_TRIP_TRIPS)
+        _round_trip[:] = [ns if ns >= 0 else None, now]
+    return _round_trip[0]
+
+
 def for_units(H, G, T, itemsize=4):
     """Threads for inference of a batch of one split by hidden units (per step: (1 x H) @
     (H x G*H), then the pointwise pass): 1 below MIN_UNITS_WORK (MIN_UNITS_WORK_PAST_L1 when
     Wh, G*H*H elements of `itemsize` bytes, exceeds L1D_BYTES) or UNITS_MIN_STEPS steps (each
     call copies Wh into the threads' slices first: worth it over enough steps only), else as
     many as the setting allows while each keeps a block of UNIT_BLOCK units (and, split for the
-    cache alone, MIN_UNITS_WORK_PAST_L1 of the work, but 2 at least)."""
+    cache alone, MIN_UNITS_WORK_PAST_L1 of the work, but 2 at least, and only while
+    round_trip_ns() is at most MAX_SPLIT_ROUND_TRIP_NS)."""
     work = G * H * (H + 64)
     past_l1 = G * H * H * itemsize > L1D_BYTES
     if work < (MIN_UNITS_WORK_PAST_L1 if past_l1 else MIN_UNITS_WORK) or T < UNITS_MIN_STEPS:
         return 1
     nth = min(_num_threads, -(-H // UNIT_BLOCK))
-    if work < MIN_UNITS_WORK:  # split for the cache only: 2 threads, more with the work
-        nth = min(nth, max(2, work // MIN_UNITS_WORK_PAST_L1))
+    if work < MIN_UNITS_WORK and nth > 1:  # split for the cache only: 2 threads, more with
+        nth = min(nth, max(2, work // MIN_UNITS_WORK_PAST_L1))  # the work, near cores only
+        trip = round_trip_ns()
+        if trip is None or trip > MAX_SPLIT_ROUND_TRIP_NS:
+            return 1
     return max(1, nth)
