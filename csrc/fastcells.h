@@ -208,8 +208,8 @@ void fc_gemv_f64(fc_int K, fc_int Nc, const double *x, fc_int incx, const double
 typedef void (*fc_task)(void *ctx, int tid, int nth);
 int fc_parallel(int nth, fc_task task, void *ctx);
 void fc_barrier(int nth);
-/* The mean time, in ns, for the caller and a worker to pass a cache line there and back,
- * over `trips` trips (a barrier costs about one): it depends on where the two threads run
+/* The time, in ns, for the caller and a worker to pass a cache line there and back (the median
+ * of bursts' means, over `trips` trips at most; a barrier costs about one): it depends on where the two threads run
  * (a virtual machine's vCPUs can move between a host's cores). -1 when no worker can run. */
 long long fc_round_trip_ns(int trips);
 

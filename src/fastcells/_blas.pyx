@@ -134,8 +134,8 @@ cdef void barrier(int nth) noexcept nogil:
 
 
 def _round_trip_ns(int trips):
-    """The mean round trip of a cache line between this thread and a worker of the pool, in
-    ns (fc_round_trip_ns); -1 when no worker can run (the pool is busy)."""
+    """The round trip of a cache line between this thread and a worker of the pool, in ns
+    (fc_round_trip_ns: the median of bursts' means); -1 when no worker can run."""
     cdef long long ns
     with nogil:
         ns = fc_round_trip_ns(trips)
