@@ -201,16 +201,19 @@ void fc_gemv_f64(fc_int K, fc_int Nc, const double *x, fc_int incx, const double
                  fc_int ldw, int beta, double *y, int mirror);
 
 /* ---- threads (fc_pool.c) ----------------------------------------------------------------------
- * fc_parallel runs task(ctx, tid, nth) for tid = 0 .. nth-1 at once (the caller is tid 0) and
- * returns when all are done, returning nth; it runs task(ctx, 0, 1) alone, and returns 1, when
- * nth <= 1, when no worker can be started, or when another run is in progress. Inside a task,
- * fc_barrier(nth) waits until all nth threads of the run have reached it. */
+ * fc_parallel runs task(ctx, tid, team) for tid = 0 .. team-1 at once (the caller is tid 0) and
+ * returns when all are done, returning team: nth, or fewer when workers do not come within
+ * patience_ns (a sleeping worker's wake-up can take milliseconds; the late ones sit the run
+ * out). It runs task(ctx, 0, 1) alone, and returns 1, when nth <= 1, when no worker can be
+ * started, when another run is in progress, or when no worker comes in time. Inside a task,
+ * fc_barrier(team) waits until all threads of the run have reached it. */
 typedef void (*fc_task)(void *ctx, int tid, int nth);
-int fc_parallel(int nth, fc_task task, void *ctx);
+int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns);
 void fc_barrier(int nth);
 /* The time, in ns, for the caller and a worker to pass a cache line there and back (the median
- * of bursts' means, over `trips` trips at most; a barrier costs about one): it depends on where the two threads run
- * (a virtual machine's vCPUs can move between a host's cores). -1 when no worker can run. */
+ * of bursts' means, over `trips` trips at most; a barrier costs about one): it depends on where
+ * the two threads run (a virtual machine's vCPUs can move between a host's cores). -1 when no
+ * worker can run or none comes within 0.2 ms. */
 long long fc_round_trip_ns(int trips);
 
 /* ---- shared helpers -------------------------------------------------------------------------- */

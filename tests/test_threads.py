@@ -294,3 +294,63 @@ def test_idle_workers_sleep(restore_threads):
     time.sleep(0.2)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     assert cpu < 0.25 * wall, f"the idle pool took {cpu:.3f} s of CPU in {wall:.3f} s"
+
+
+def _check_team(probe, nth):
+    """A probe run (_blas._team_probe) whose team is the caller and team - 1 workers: ids
+    0..team-1 each ran once, were told the team and met all of it at the barrier; the other
+    ids did not run."""
+    team, runs, told, met = probe
+    assert 1 <= team <= nth, probe
+    assert runs == [1] * team + [0] * (nth - team), probe
+    assert told == [team] * team + [0] * (nth - team), probe
+    assert met == [team] * team + [0] * (nth - team), probe
+    return team
+
+
+@pytest.mark.parametrize("nth", [1, 2, 3, 4])
+def test_pool_runs_the_whole_team(nth):
+    """With patience to spare, a run gets the threads it asks for (workers are started as
+    needed, even beyond the cores), each id once."""
+    assert _check_team(threads._blas._team_probe(nth, 10**10), nth) == nth
+
+
+def test_sleeping_workers_sit_out_short_runs():
+    """After an idle spell the pool's workers sleep; a run that cannot wait for them (patience
+    below the wake-up's cost) runs on the caller alone without waking them. A run right after
+    it (a burst) wakes them: with patience, the whole team; once awake, a short run gets them
+    too unless one is late, in which case it sits the run out (each id still runs once)."""
+    _check_team(threads._blas._team_probe(2, 10**10), 2)
+    time.sleep(0.05)  # past the workers' 1 ms spin: asleep
+    assert _check_team(threads._blas._team_probe(2, 0), 2) == 1
+    assert _check_team(threads._blas._team_probe(2, 10**10), 2) == 2
+    for _ in range(20):
+        _check_team(threads._blas._team_probe(2, 0), 2)
+
+
+def test_pool_survives_late_and_sleeping_workers():
+    """Runs of every patience and team size, with idle spells between bursts so that workers
+    fall asleep, wake, and check in late (after the caller closed the roster, or during the
+    next run): every run's team is consistent. Exercises the roster's races (also under the
+    sanitizers in CI)."""
+    rng = np.random.default_rng(11)
+    for burst in range(12):
+        if burst % 3 == 2:
+            time.sleep(0.0015)  # past the spin: the workers go to sleep
+        for _ in range(150):
+            nth = int(rng.integers(2, 5))
+            patience = int(rng.choice([0, 500, 3000, 100000]))
+            _check_team(threads._blas._team_probe(nth, patience), nth)
+
+
+def test_results_after_an_idle_spell_match(cell, restore_threads):
+    """A threaded call that finds its workers asleep (run alone, or partly) gives the same
+    bits as one thread."""
+    rng = np.random.default_rng(2)
+    p = cell.problem(rng, 16, 12, 8, 64, np.float32)
+    one = _run(cell, p, 1, True)
+    for _ in range(3):
+        time.sleep(0.01)
+        many = _run(cell, p, 2, True)
+        for k, (a, b) in enumerate(zip(one, many)):
+            np.testing.assert_array_equal(a, b, err_msg=f"result {k}")

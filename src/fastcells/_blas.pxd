@@ -42,6 +42,8 @@ cdef void own_gemm_tn2(Py_ssize_t M1, const floating *A1, Py_ssize_t lda1, float
 
 # The recurrent loops' threads (csrc/fc_pool.c, one pool in the process): parallel runs
 # task(ctx, tid, nth) on nth threads at once (fewer, down to the caller alone, when the pool
-# is busy) and returns the number used; barrier(nth) inside a task waits for all of them.
-cdef int parallel(int nth, fc_task task, void *ctx) noexcept nogil
+# is busy or its workers are late) and returns the number used; barrier(nth) inside a task
+# waits for all of them. `macs`, the run's multiply-adds, sets how long it waits for sleeping
+# workers (fc_parallel's patience; see parallel in _blas.pyx).
+cdef int parallel(int nth, fc_task task, void *ctx, double macs) noexcept nogil
 cdef void barrier(int nth) noexcept nogil

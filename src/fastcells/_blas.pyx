@@ -125,8 +125,20 @@ cdef void own_gemm_tn2(Py_ssize_t M1, const floating *A1, Py_ssize_t lda1, float
         fc_gemm_tn2_f64(M1, A1, lda1, C1, ldc1, M2, A2, lda2, C2, ldc2, N, K, B, ldb)
 
 
-cdef int parallel(int nth, fc_task task, void *ctx) noexcept nogil:
-    return fc_parallel(nth, task, ctx)
+# A run waits for workers that sleep (idle over 1 ms, see csrc/fc_pool.c) for at most
+# 1/PATIENCE_SHARE of the time it would take on one thread, estimated from its multiply-adds at
+# PATIENCE_MACS_PER_NS (one core here runs the loops at 40-50 a ns): a worker that comes within
+# that still leaves a run split in two no slower than on one thread, and one that does not
+# costs it half again at most (it then runs on the caller alone). A short run, whose patience
+# could not cover a wake-up, does not wake sleeping workers (fc_parallel).
+cdef enum:
+    PATIENCE_MACS_PER_NS = 40
+    PATIENCE_SHARE = 2
+
+
+cdef int parallel(int nth, fc_task task, void *ctx, double macs) noexcept nogil:
+    return fc_parallel(nth, task, ctx,
+                       <long long> (macs / (PATIENCE_SHARE * PATIENCE_MACS_PER_NS)))
 
 
 cdef void barrier(int nth) noexcept nogil:
@@ -135,11 +147,51 @@ cdef void barrier(int nth) noexcept nogil:
 
 def _round_trip_ns(int trips):
     """The round trip of a cache line between this thread and a worker of the pool, in ns
-    (fc_round_trip_ns: the median of bursts' means); -1 when no worker can run."""
+    (fc_round_trip_ns: the median of bursts' means); -1 when no worker can run or none comes
+    within 0.2 ms."""
     cdef long long ns
     with nogil:
         ns = fc_round_trip_ns(trips)
     return ns
+
+
+cdef enum:
+    PROBE_MAX = 64
+
+
+cdef struct TeamProbe:
+    int runs[PROBE_MAX]  # how many times each thread id ran the task
+    int team[PROBE_MAX]  # the team size each one was told
+    int met[PROBE_MAX]   # how many had arrived when it left the barrier
+
+
+cdef void probe_task(void *ctx, int tid, int nth) noexcept nogil:
+    cdef TeamProbe *p = <TeamProbe *> ctx
+    cdef int k, n = 0
+    p.runs[tid] += 1
+    p.team[tid] = nth
+    barrier(nth)
+    for k in range(nth):
+        n += p.runs[k]
+    p.met[tid] = n
+    barrier(nth)  # nobody leaves (and the probe goes) before all have counted
+
+
+def _team_probe(int nth, long long patience_ns):
+    """Run a probe task through fc_parallel(nth, ..., patience_ns), for the tests: returns
+    (team, runs, team_seen, met), the team size it returned and, per thread id up to nth, how
+    many times that id ran, the team size it was given and how many runs it saw after the
+    barrier."""
+    if not 1 <= nth <= PROBE_MAX:
+        raise ValueError(f"_team_probe: nth must be in [1, {PROBE_MAX}], got {nth}")
+    cdef TeamProbe p
+    cdef int team, k
+    for k in range(PROBE_MAX):
+        p.runs[k] = p.team[k] = p.met[k] = 0
+    with nogil:
+        team = fc_parallel(nth, probe_task, &p, patience_ns)
+    return (team, [p.runs[k] for k in range(nth)], [p.team[k] for k in range(nth)],
+            [p.met[k] for k in range(nth)])
 
 
 def _misalignment(cnp.ndarray a):

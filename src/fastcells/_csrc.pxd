@@ -117,6 +117,6 @@ cdef extern from "fastcells.h" nogil:
                      fc_int ldw, int beta, double *y, int mirror)
 
     ctypedef void (*fc_task)(void *ctx, int tid, int nth) noexcept nogil
-    int fc_parallel(int nth, fc_task task, void *ctx)
+    int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns)
     void fc_barrier(int nth)
     long long fc_round_trip_ns(int trips)

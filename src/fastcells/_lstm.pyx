@@ -31,7 +31,7 @@ from ._seq cimport Layout, cptr, data, make_layout, packed_or_null, project, ptr
 from ._seq cimport Team, lens_at, project_chunk, rows, scatter_reversed, solo, sync
 from ._seq cimport gather_units, project_units, unit_range, units_done, units_next
 from ._seq cimport project_sequences, team_colsum, team_gemm, team_own_gemm, team_pack
-from ._seq cimport claim_rows, row_blocks, team_weight_grads
+from ._seq cimport claim_rows, row_blocks, run_macs, team_weight_grads
 
 cnp.import_array()
 
@@ -231,7 +231,7 @@ cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
     s.G, s.hp, s.cp, s.TC = <void *> G, <void *> hp, <void *> cp, <void *> TC  # only read
     s.dY, s.has_dy, s.dh, s.dc, s.A, s.wp = dY, has_dy, dh, dc, A, wp
     s.dX, s.dWx, s.dWh, s.db, s.dbl = dX, dWx, dWh, db, floating is double
-    parallel(nth, backward_task, &s)
+    parallel(nth, backward_task, &s, 2 * run_macs(L, D, H, 4))
 
 
 cdef void backward_all(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
@@ -450,7 +450,7 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
     s.Y, s.G, s.hp, s.cp, s.TC = &Y[0, 0], &gates[0, 0], &Hp[0, 0], &Cp[0, 0], &TC[0, 0]
     s.hT, s.cT, s.wp, s.dbl = &hT[0, 0], &cT[0, 0], packed_or_null(Wp), floating is double
     with nogil:  # the input projection, then the steps, on a team (forward_task)
-        parallel(nth, forward_task, &s)
+        parallel(nth, forward_task, &s, run_macs(L, D, H, 4))
 
 
 cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint reverse,
@@ -471,7 +471,7 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     s.Wh, s.b, s.lens, s.G, s.hT, s.cT = Wh, b, lens, P, h, c
     s.Y, s.wp, s.wu, s.dbl = Y, wp, wu, floating is double
     if wu != NULL:  # (needs no reverse)
-        parallel(nth, units_task, &s)
+        parallel(nth, units_task, &s, run_macs(L, D, H, 4))
         return
     if wxp != NULL:
         pack(D, G4, Wx, G4, False, wxp)
@@ -480,9 +480,9 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
         s.blocks, s.next_block = row_blocks(N, nth, by_rows), 0
         if s.blocks:  # the threads claim blocks of rows (rows_infer)
-            parallel(nth, rows_task, &s)
+            parallel(nth, rows_task, &s, run_macs(L, D, H, 4))
         else:
-            parallel(nth, infer_task, &s)
+            parallel(nth, infer_task, &s, run_macs(L, D, H, 4))
         return
     for chunk in range((T + Tc - 1) // Tc):
         t0 = chunk * Tc

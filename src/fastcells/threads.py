@@ -159,8 +159,9 @@ _round_trip = [None, -float("inf")]  # ns (None: not measurable), time.monotonic
 def round_trip_ns():
     """The round trip of a cache line between the calling thread and a worker of the pool,
     in ns (the median of bursts over ROUND_TRIP_TRIPS trips at most, once both run: a sleeping
-    worker's wake-up is not counted), measured again when the last measure is older than ROUND_TRIP_TTL seconds; None
-    when no worker can run (another thread holds the pool)."""
+    worker's wake-up is not counted), measured again when the last measure is older than
+    ROUND_TRIP_TTL seconds; None when no worker can run (another thread holds the pool) or
+    none comes within 0.2 ms (asleep and slow to wake)."""
     now = time.monotonic()
     if now - _round_trip[1] > ROUND_TRIP_TTL:
         ns = _blas._round_trip_ns(ROUND_TRIP_TRIPS)
