@@ -202,14 +202,20 @@ void fc_gemv_f64(fc_int K, fc_int Nc, const double *x, fc_int incx, const double
 
 /* ---- threads (fc_pool.c) ----------------------------------------------------------------------
  * fc_parallel runs task(ctx, tid, team) for tid = 0 .. team-1 at once (the caller is tid 0) and
- * returns when all are done, returning team: nth, or fewer when workers do not come within
- * patience_ns (a sleeping worker's wake-up can take milliseconds; the late ones sit the run
- * out). It runs task(ctx, 0, 1) alone, and returns 1, when nth <= 1, when no worker can be
- * started, when another run is in progress, or when no worker comes in time. Inside a task,
+ * returns when all are done, returning team: nth, or fewer when only some workers could be
+ * started or come within patience_ns (a sleeping worker's wake-up can take milliseconds; the
+ * late ones sit the run out). Workers that sleep (idle over 1 ms) are woken only for a run
+ * with 50 us of patience or more, or one that starts within 1 ms of the last run's end; else
+ * the run goes on without them. It runs task(ctx, 0, 1) alone, and returns 1, when nth <= 1,
+ * when another run is in progress, or when no worker is there in time. Inside a task,
  * fc_barrier(team) waits until all threads of the run have reached it. */
 typedef void (*fc_task)(void *ctx, int tid, int nth);
 int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns);
 void fc_barrier(int nth);
+/* For the tests: the pool's workers, how many sleep, and how many times a run woke them; and
+ * a limit on the workers of every run from now on (-1: none), to run tasks on smaller teams. */
+void fc_pool_stats(int *workers, int *sleeping, long long *wakes);
+void fc_pool_limit(int max_workers);
 /* The time, in ns, for the caller and a worker to pass a cache line there and back (the median
  * of bursts' means, over `trips` trips at most; a barrier costs about one): it depends on where
  * the two threads run (a virtual machine's vCPUs can move between a host's cores). -1 when no

@@ -1,8 +1,9 @@
 /* fc_pool.c: the threads of the recurrent loops (see fastcells.h, "threads").
  *
  * One process-wide pool of workers, started on first use and kept, sleeping, between runs. A
- * run executes task(ctx, tid, nth) on the caller (tid 0) and nth - 1 workers, which meet at
- * fc_barrier between the phases of each time step. One run at a time: a caller that finds the
+ * run executes task(ctx, tid, team) on the caller (tid 0) and team - 1 workers (nth - 1 asked
+ * for, fewer when some come late: see below), which meet at fc_barrier between the phases of
+ * each time step. One run at a time: a caller that finds the
  * pool busy (another Python thread inside a kernel) runs its task alone, with the same result,
  * since the kernels' results do not depend on the number of threads.
  *
@@ -43,12 +44,23 @@
 #define FC_BARRIER_SPINS 20000   /* pauses (0.5-0.8 ms) in a barrier, then sched_yield */
 /* A run wakes sleeping workers if it would wait this long for them (see fc_parallel) */
 #define FC_WAKE_PATIENCE_NS 50000LL
+#define FC_MAX_PATIENCE_NS 60000000000LL /* a minute */
 
 static inline void fc_pause(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
+}
+
+/* The i-th turn of a wait for another thread: a pause, or after FC_BARRIER_SPINS of them, in
+ * case the machine is oversubscribed, the core to whoever needs it. */
+static inline void fc_wait(long i)
+{
+    if (i < FC_BARRIER_SPINS)
+        fc_pause();
+    else
+        sched_yield();
 }
 
 static inline long long fc_now_ns(void)
@@ -68,12 +80,15 @@ static struct {
     atomic_int want;          /* workers the run asks for */
     atomic_int sleeping;      /* workers waiting on `wake` */
     long long last_end_ns;    /* when the last run ended (under run_lock) */
+    atomic_llong wakes;       /* broadcasts to sleeping workers, ever (fc_pool_stats) */
+    atomic_int team_limit;    /* workers a run takes at most, -1: no limit (fc_pool_limit) */
     atomic_int finished;      /* workers of the run's team done with it */
     fc_task task;
     void *ctx;
     atomic_int barrier_count;
     atomic_uint barrier_generation;
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+            .team_limit = -1};
 
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 
@@ -141,9 +156,10 @@ static void *pool_worker(void *arg)
         if (id == 0)
             continue;
         unsigned long long r; /* the team is known once the caller closes the roster */
-        while (!((r = atomic_load_explicit(&pool.roster, memory_order_acquire)) &
-                 FC_ROSTER_CLOSED))
-            fc_pause();
+        for (long i = 0; !((r = atomic_load_explicit(&pool.roster, memory_order_acquire)) &
+                           FC_ROSTER_CLOSED);
+             i++)
+            fc_wait(i);
         pool.task(pool.ctx, id, 1 + FC_ROSTER_COUNT(r));
         atomic_fetch_add_explicit(&pool.finished, 1, memory_order_release);
     }
@@ -185,6 +201,7 @@ static int pool_start(fc_task task, void *ctx, int want, int wake, long long pat
     unsigned g = atomic_load_explicit(&pool.generation, memory_order_relaxed) + 1;
     atomic_store_explicit(&pool.roster, (unsigned long long)g << 32, memory_order_relaxed);
     if (wake) {
+        atomic_fetch_add_explicit(&pool.wakes, 1, memory_order_relaxed);
         pthread_mutex_lock(&pool.lock);
         atomic_store_explicit(&pool.generation, g, memory_order_release);
         pthread_cond_broadcast(&pool.wake);
@@ -192,6 +209,8 @@ static int pool_start(fc_task task, void *ctx, int want, int wake, long long pat
     } else { /* the awake (spinning) workers see it; the sleeping ones sit it out */
         atomic_store_explicit(&pool.generation, g, memory_order_release);
     }
+    if (patience_ns > FC_MAX_PATIENCE_NS) /* and no overflow below */
+        patience_ns = FC_MAX_PATIENCE_NS;
     long long deadline = fc_now_ns() + (patience_ns > 0 ? patience_ns : 0);
     unsigned long long r = atomic_load_explicit(&pool.roster, memory_order_acquire);
     for (int i = 1; FC_ROSTER_COUNT(r) < want; i++) {
@@ -202,7 +221,7 @@ static int pool_start(fc_task task, void *ctx, int want, int wake, long long pat
                 return FC_ROSTER_COUNT(r);
             continue; /* a worker checked in meanwhile: r is the new roster */
         }
-        fc_pause();
+        fc_wait(i);
         r = atomic_load_explicit(&pool.roster, memory_order_acquire);
     }
     /* all in: no worker changes a full roster */
@@ -222,6 +241,9 @@ int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns)
         return 1;
     }
     int workers = pool_grow(nth - 1), want = nth - 1 < workers ? nth - 1 : workers;
+    int limit = atomic_load_explicit(&pool.team_limit, memory_order_relaxed);
+    if (limit >= 0 && want > limit)
+        want = limit;
     int asleep = atomic_load_explicit(&pool.sleeping, memory_order_relaxed);
     /* Sleeping workers are woken for a run that can wait for them, or when runs come in a
      * burst (the last one ended less than a worker's idle spin ago; woken now, they are
@@ -240,6 +262,21 @@ int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns)
     return 1 + team;
 }
 
+void fc_pool_stats(int *workers, int *sleeping, long long *wakes)
+{
+    pthread_mutex_lock(&pool.run_lock); /* pool.workers changes under it */
+    *workers = pool.workers;
+    *sleeping = atomic_load_explicit(&pool.sleeping, memory_order_relaxed);
+    *wakes = atomic_load_explicit(&pool.wakes, memory_order_relaxed);
+    pthread_mutex_unlock(&pool.run_lock);
+}
+
+void fc_pool_limit(int max_workers)
+{
+    atomic_store_explicit(&pool.team_limit, max_workers < 0 ? -1 : max_workers,
+                          memory_order_relaxed);
+}
+
 /* fc_round_trip_ns: the caller and one worker pass a cache line back and forth, once both are
  * running (the barrier first: the wake-up of a sleeping worker is not timed), in bursts of
  * FC_PING_BURST trips; the result is the median of the bursts' means, so that a burst in which
@@ -247,10 +284,12 @@ int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns)
  * within a burst: for milliseconds after an idle spell, a trip here took ~1 ms instead of 60 ns
  * (as if the host ran both vCPUs on one core), and the measure should not cost that long (a
  * burst cut short counts as the time it took over the trips it had). A worker that does not
- * come within FC_PING_MAX_NS (asleep, and slow to wake) leaves the result unknown (-1). */
+ * come within FC_PING_MAX_NS (asleep, and slow to wake) gets a second chance of
+ * FC_PING_RETRY_NS; after that the result is unknown (-1). */
 #define FC_PING_BURST 8
 #define FC_PING_MAX_BURSTS 64
 #define FC_PING_MAX_NS 200000LL
+#define FC_PING_RETRY_NS 1000000LL
 struct fc_ping {
     _Alignas(64) atomic_int ball;
     atomic_int stop;
@@ -314,7 +353,10 @@ long long fc_round_trip_ns(int trips)
     p.bursts = trips / FC_PING_BURST < 1 ? 1 : trips / FC_PING_BURST;
     if (p.bursts > FC_PING_MAX_BURSTS)
         p.bursts = FC_PING_MAX_BURSTS;
-    if (fc_parallel(2, fc_ping_task, &p, FC_PING_MAX_NS) != 2) /* waking the worker if need be */
+    /* The first try wakes a sleeping worker, which is often too slow for it; the second finds
+     * it awake (a result kept for a second should not depend on how long the pool slept). */
+    if (fc_parallel(2, fc_ping_task, &p, FC_PING_MAX_NS) != 2 &&
+        fc_parallel(2, fc_ping_task, &p, FC_PING_RETRY_NS) != 2)
         return -1;
     qsort(p.burst_ns, (size_t)p.bursts, sizeof p.burst_ns[0], fc_ping_compare);
     return p.burst_ns[p.bursts / 2];
@@ -331,10 +373,6 @@ void fc_barrier(int nth)
         return;
     }
     for (long i = 0; atomic_load_explicit(&pool.barrier_generation, memory_order_acquire) == g;
-         i++) {
-        if (i < FC_BARRIER_SPINS)
-            fc_pause();
-        else
-            sched_yield();
-    }
+         i++)
+        fc_wait(i);
 }

@@ -315,24 +315,39 @@ def test_pool_runs_the_whole_team(nth):
     assert _check_team(threads._blas._team_probe(nth, 10**10), nth) == nth
 
 
+def _asleep_after_idle():
+    """Sleep past the workers' 1 ms spin until every one of them sleeps (at most 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        time.sleep(0.02)
+        workers, sleeping, _ = threads._blas._pool_stats()
+        if sleeping == workers or time.monotonic() > deadline:
+            assert workers >= 1 and sleeping == workers, (workers, sleeping)
+            return
+
+
 def test_sleeping_workers_sit_out_short_runs():
-    """After an idle spell the pool's workers sleep; a run that cannot wait for them (patience
-    below the wake-up's cost) runs on the caller alone without waking them. A run right after
-    it (a burst) wakes them: with patience, the whole team; once awake, a short run gets them
-    too unless one is late, in which case it sits the run out (each id still runs once)."""
+    """After an idle spell every worker sleeps; a run that could not wait for a wake-up
+    (patience below 50 us) goes on alone without waking them; a second one right after it (a
+    burst) wakes them, still without waiting; a run with patience wakes and waits for them."""
     _check_team(threads._blas._team_probe(2, 10**10), 2)
-    time.sleep(0.05)  # past the workers' 1 ms spin: asleep
+    _asleep_after_idle()
+    wakes = threads._blas._pool_stats()[2]
     assert _check_team(threads._blas._team_probe(2, 0), 2) == 1
-    assert _check_team(threads._blas._team_probe(2, 10**10), 2) == 2
-    for _ in range(20):
+    assert threads._blas._pool_stats()[2] == wakes  # not woken
+    _check_team(threads._blas._team_probe(2, 0), 2)  # back to back: woken
+    assert threads._blas._pool_stats()[2] == wakes + 1
+    _asleep_after_idle()
+    assert _check_team(threads._blas._team_probe(2, 2**63 - 1), 2) == 2  # (no overflow)
+    assert threads._blas._pool_stats()[2] == wakes + 2
+    for _ in range(20):  # awake now: no more wake-ups, whoever comes
         _check_team(threads._blas._team_probe(2, 0), 2)
 
 
 def test_pool_survives_late_and_sleeping_workers():
     """Runs of every patience and team size, with idle spells between bursts so that workers
     fall asleep, wake, and check in late (after the caller closed the roster, or during the
-    next run): every run's team is consistent. Exercises the roster's races (also under the
-    sanitizers in CI)."""
+    next run): every run's team is consistent."""
     rng = np.random.default_rng(11)
     for burst in range(12):
         if burst % 3 == 2:
@@ -343,14 +358,34 @@ def test_pool_survives_late_and_sleeping_workers():
             _check_team(threads._blas._team_probe(nth, patience), nth)
 
 
-def test_results_after_an_idle_spell_match(cell, restore_threads):
-    """A threaded call that finds its workers asleep (run alone, or partly) gives the same
-    bits as one thread."""
+@pytest.fixture
+def team_limit():
+    yield threads._blas._pool_limit
+    threads._blas._pool_limit(-1)
+
+
+# every split, on 4 threads asked for: a batch by sequences (N = 32: 8 rows a thread), by
+# panels (N = 20), and a batch of one by hidden units (forced below its threshold)
+@pytest.mark.parametrize("N,training", [(32, True), (32, False), (20, False), (1, False)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_smaller_teams_than_asked_give_the_same_bits(cell, N, training, dtype, team_limit,
+                                                     restore_threads, monkeypatch):
+    """A run whose workers come late goes on with a smaller team than its loop asked for
+    (split, scratch and blocks planned for 4 threads): every team gives the bits of one
+    thread."""
+    monkeypatch.setattr(threads, "MIN_UNITS_WORK", 1)
+    monkeypatch.setattr(threads, "round_trip_ns", lambda: 50)
     rng = np.random.default_rng(2)
-    p = cell.problem(rng, 16, 12, 8, 64, np.float32)
-    one = _run(cell, p, 1, True)
-    for _ in range(3):
-        time.sleep(0.01)
-        many = _run(cell, p, 2, True)
+    T, D, H = 9, 8, 128
+    p = cell.problem(rng, N, T, D, H, dtype)
+    one = _run(cell, p, 1, training)
+    fastcells.set_num_threads(4)
+    if N > 1:  # (RNN at N = 20: 2 threads, for the work)
+        assert threads.for_loop(N, H, cell.G * H, np.empty(1)) >= (4 if N == 32 else 2)
+    else:
+        assert threads.for_units(H, cell.G, T, np.dtype(dtype).itemsize) == 4
+    for limit in (0, 1, 2, -1):
+        team_limit(limit)
+        many = _run(cell, p, 4, training)
         for k, (a, b) in enumerate(zip(one, many)):
-            np.testing.assert_array_equal(a, b, err_msg=f"result {k}")
+            np.testing.assert_array_equal(a, b, err_msg=f"result {k}, {limit} workers at most")

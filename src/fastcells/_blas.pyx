@@ -3,7 +3,8 @@ cimport numpy as cnp
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
-from ._csrc cimport fc_barrier, fc_parallel, fc_round_trip_ns, fc_task
+from ._csrc cimport fc_barrier, fc_parallel, fc_pool_limit, fc_pool_stats, fc_round_trip_ns
+from ._csrc cimport fc_task
 from ._csrc cimport fc_gemm_f32, fc_gemm_f64, fc_gemm_rows, fc_pack_f32
 from ._csrc cimport fc_gemm_packed_f32, fc_gemm_packed_f64, fc_gemm_tn2_f32, fc_gemm_tn2_f64
 from ._csrc cimport fc_gemv_f32, fc_gemv_f64, fc_pack_f64, fc_packed_size_f32
@@ -127,18 +128,20 @@ cdef void own_gemm_tn2(Py_ssize_t M1, const floating *A1, Py_ssize_t lda1, float
 
 # A run waits for workers that sleep (idle over 1 ms, see csrc/fc_pool.c) for at most
 # 1/PATIENCE_SHARE of the time it would take on one thread, estimated from its multiply-adds at
-# PATIENCE_MACS_PER_NS (one core here runs the loops at 40-50 a ns): a worker that comes within
-# that still leaves a run split in two no slower than on one thread, and one that does not
-# costs it half again at most (it then runs on the caller alone). A short run, whose patience
-# could not cover a wake-up, does not wake sleeping workers (fc_parallel).
+# PATIENCE_MACS_PER_NS (one core here runs the float32 loops at 40-50 a ns; run_macs counts a
+# float64 one twice). A worker that comes within that still leaves a run split in two no
+# slower than on one thread; a run whose workers do not come goes on with those that did (often
+# the caller alone) after waiting half its time at most, plus the wake-up call (10-50 us here).
+# A short run, whose patience could not cover a wake-up, does not wake sleeping workers unless
+# runs come back to back (fc_parallel).
 cdef enum:
     PATIENCE_MACS_PER_NS = 40
     PATIENCE_SHARE = 2
 
 
 cdef int parallel(int nth, fc_task task, void *ctx, double macs) noexcept nogil:
-    return fc_parallel(nth, task, ctx,
-                       <long long> (macs / (PATIENCE_SHARE * PATIENCE_MACS_PER_NS)))
+    cdef double ns = macs / (PATIENCE_SHARE * PATIENCE_MACS_PER_NS)
+    return fc_parallel(nth, task, ctx, <long long> (ns if ns < 1e12 else 1e12))
 
 
 cdef void barrier(int nth) noexcept nogil:
@@ -153,6 +156,21 @@ def _round_trip_ns(int trips):
     with nogil:
         ns = fc_round_trip_ns(trips)
     return ns
+
+
+def _pool_stats():
+    """(workers, sleeping, wakes): the pool's workers, how many of them sleep, and how many
+    times a run has woken them (fc_pool_stats), for the tests."""
+    cdef int workers, sleeping
+    cdef long long wakes
+    fc_pool_stats(&workers, &sleeping, &wakes)
+    return workers, sleeping, wakes
+
+
+def _pool_limit(int max_workers):
+    """Every run from now on takes at most max_workers workers (-1: no limit), for the tests
+    of tasks on teams smaller than asked for (fc_pool_limit)."""
+    fc_pool_limit(max_workers)
 
 
 cdef enum:

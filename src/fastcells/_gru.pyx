@@ -315,7 +315,7 @@ cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
     a.lens, a.reset_after, a.dY, a.has_dy, a.dh = lens, reset_after, dY, has_dy, dhp
     a.d, a.w2, a.wp = d, w2, wp
     a.dX, a.dWx, a.dWh, a.db, a.dbl = dX, dWx, dWh, db, floating is double
-    parallel(nth, backward_task, &a, 2 * run_macs(L, D, H, 3))
+    parallel(nth, backward_task, &a, 2 * run_macs(L, D, H, 3, floating is double))
 
 
 cdef void backward_all(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
@@ -489,7 +489,7 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
     a.Y, a.g, a.s, a.hp, a.U, a.hT = &Y[0, 0], &G[0, 0], &S[0, 0], &Hp[0, 0], &U[0, 0], &hT[0, 0]
     a.wp, a.dbl = packed_or_null(Wp), floating is double
     with nogil:  # the input projection, then the steps, on a team (forward_task)
-        parallel(nth, forward_task, &a, run_macs(L, D, H, 3))
+        parallel(nth, forward_task, &a, run_macs(L, D, H, 3, floating is double))
 
 
 cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc,
@@ -562,7 +562,7 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     a.wxp, a.Wh, a.wp, a.b, a.lens, a.g, a.U = wxp, Wh, wp, b, lens, P, U
     a.s, a.ld_s, a.hT, a.Y, a.wu, a.dbl = S, H, h, Y, wu, floating is double
     if wu != NULL:  # (needs reset_after, no reverse)
-        parallel(nth, units_task, &a, run_macs(L, D, H, 3))
+        parallel(nth, units_task, &a, run_macs(L, D, H, 3, floating is double))
         return
     if wxp != NULL:
         pack(D, G3, Wx, G3, False, wxp)
@@ -570,9 +570,9 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
         a.blocks, a.next_block = row_blocks(N, nth, by_rows), 0
         if a.blocks:  # the threads claim blocks of rows (rows_infer)
-            parallel(nth, rows_task, &a, run_macs(L, D, H, 3))
+            parallel(nth, rows_task, &a, run_macs(L, D, H, 3, floating is double))
         else:
-            parallel(nth, infer_task, &a, run_macs(L, D, H, 3))
+            parallel(nth, infer_task, &a, run_macs(L, D, H, 3, floating is double))
         return
     for chunk in range((T + Tc - 1) // Tc):
         t0 = chunk * Tc

@@ -231,7 +231,7 @@ cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
     s.G, s.hp, s.cp, s.TC = <void *> G, <void *> hp, <void *> cp, <void *> TC  # only read
     s.dY, s.has_dy, s.dh, s.dc, s.A, s.wp = dY, has_dy, dh, dc, A, wp
     s.dX, s.dWx, s.dWh, s.db, s.dbl = dX, dWx, dWh, db, floating is double
-    parallel(nth, backward_task, &s, 2 * run_macs(L, D, H, 4))
+    parallel(nth, backward_task, &s, 2 * run_macs(L, D, H, 4, floating is double))
 
 
 cdef void backward_all(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
@@ -450,7 +450,7 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D) input, layout rows
     s.Y, s.G, s.hp, s.cp, s.TC = &Y[0, 0], &gates[0, 0], &Hp[0, 0], &Cp[0, 0], &TC[0, 0]
     s.hT, s.cT, s.wp, s.dbl = &hT[0, 0], &cT[0, 0], packed_or_null(Wp), floating is double
     with nogil:  # the input projection, then the steps, on a team (forward_task)
-        parallel(nth, forward_task, &s, run_macs(L, D, H, 4))
+        parallel(nth, forward_task, &s, run_macs(L, D, H, 4, floating is double))
 
 
 cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint reverse,
@@ -471,7 +471,7 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     s.Wh, s.b, s.lens, s.G, s.hT, s.cT = Wh, b, lens, P, h, c
     s.Y, s.wp, s.wu, s.dbl = Y, wp, wu, floating is double
     if wu != NULL:  # (needs no reverse)
-        parallel(nth, units_task, &s, run_macs(L, D, H, 4))
+        parallel(nth, units_task, &s, run_macs(L, D, H, 4, floating is double))
         return
     if wxp != NULL:
         pack(D, G4, Wx, G4, False, wxp)
@@ -480,9 +480,9 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
         s.blocks, s.next_block = row_blocks(N, nth, by_rows), 0
         if s.blocks:  # the threads claim blocks of rows (rows_infer)
-            parallel(nth, rows_task, &s, run_macs(L, D, H, 4))
+            parallel(nth, rows_task, &s, run_macs(L, D, H, 4, floating is double))
         else:
-            parallel(nth, infer_task, &s, run_macs(L, D, H, 4))
+            parallel(nth, infer_task, &s, run_macs(L, D, H, 4, floating is double))
         return
     for chunk in range((T + Tc - 1) // Tc):
         t0 = chunk * Tc

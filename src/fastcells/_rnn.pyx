@@ -146,7 +146,7 @@ cdef void backward_loop(Layout L, Py_ssize_t D, Py_ssize_t H, const floating *X,
     s.hp, s.lens = <void *> hp, lens  # (only read)
     s.dY, s.has_dy, s.dh, s.P, s.wp = dY, has_dy, dh, d, wp
     s.dX, s.dWx, s.dWh, s.db, s.dbl = dX, dWx, dWh, db, floating is double
-    parallel(nth, backward_task, &s, 2 * run_macs(L, D, H, 1))
+    parallel(nth, backward_task, &s, 2 * run_macs(L, D, H, 1, floating is double))
 
 
 cdef void backward_all(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, int act,
@@ -301,7 +301,7 @@ def forward_train(const floating[:, ::1] X,       # (N*T, D)
     s.Y, s.A, s.hp, s.hT = &Y[0, 0], &A[0, 0], &Hp[0, 0], &hT[0, 0]
     s.wp, s.dbl = packed_or_null(Wp), floating is double
     with nogil:  # the input projection, then the steps, on a team (forward_task)
-        parallel(nth, forward_task, &s, run_macs(L, D, H, 1))
+        parallel(nth, forward_task, &s, run_macs(L, D, H, 1, floating is double))
 
 
 cdef void units_infer(Team tm, Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, int act,
@@ -367,7 +367,7 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     s.Wh, s.b, s.lens, s.P, s.hT, s.Y = Wh, b, lens, P, h, Y
     s.wp, s.wu, s.dbl = wp, wu, floating is double
     if wu != NULL:  # (needs no reverse)
-        parallel(nth, units_task, &s, run_macs(L, D, H, 1))
+        parallel(nth, units_task, &s, run_macs(L, D, H, 1, floating is double))
         return
     if wxp != NULL:
         pack(D, H, Wx, H, False, wxp)
@@ -376,9 +376,9 @@ cdef void infer_run(Layout L, Py_ssize_t D, Py_ssize_t H, Py_ssize_t Tc, bint re
     if nth > 1:  # the whole loop on a team (needs wxp and wp; not with reverse)
         s.blocks, s.next_block = row_blocks(N, nth, by_rows), 0
         if s.blocks:  # the threads claim blocks of rows (rows_infer)
-            parallel(nth, rows_task, &s, run_macs(L, D, H, 1))
+            parallel(nth, rows_task, &s, run_macs(L, D, H, 1, floating is double))
         else:
-            parallel(nth, infer_task, &s, run_macs(L, D, H, 1))
+            parallel(nth, infer_task, &s, run_macs(L, D, H, 1, floating is double))
         return
     for chunk in range((T + Tc - 1) // Tc):
         t0 = chunk * Tc

@@ -36,11 +36,12 @@ cdef inline Layout make_layout(Py_ssize_t N, Py_ssize_t T, bint time_major) noex
     return L
 
 
-cdef inline double run_macs(Layout L, Py_ssize_t D, Py_ssize_t H, int G) noexcept nogil:
+cdef inline double run_macs(Layout L, Py_ssize_t D, Py_ssize_t H, int G,
+                            bint dbl) noexcept nogil:
     """The multiply-adds of a forward pass over L's sequences (the products with Wx and Wh,
-    G gates): what a run of the loop is worth, for parallel's patience (backward: about two
-    passes)."""
-    return <double> L.N * L.T * G * H * (D + H)
+    G gates), counted twice in float64 (dbl), which runs at half the rate: what a run of the
+    loop is worth, for parallel's patience (backward: about two passes)."""
+    return <double> L.N * L.T * G * H * (D + H) * (2 if dbl else 1)
 
 
 # Rows from which one_off uses fc_gemm (measured on the one-step LSTM cell: BLAS faster at 8
