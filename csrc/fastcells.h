@@ -212,9 +212,11 @@ void fc_gemv_f64(fc_int K, fc_int Nc, const double *x, fc_int incx, const double
 typedef void (*fc_task)(void *ctx, int tid, int nth);
 int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns);
 void fc_barrier(int nth);
-/* For the tests: the pool's workers, how many sleep, and how many times a run woke them; and
- * a limit on the workers of every run from now on (-1: none), to run tasks on smaller teams. */
-void fc_pool_stats(int *workers, int *sleeping, long long *wakes);
+/* For the tests: the pool's workers, how many sleep, how many times a run woke them and how
+ * many runs went on with fewer workers than they asked for (the limit below aside, late or
+ * asleep); and a limit on the workers of every run from now on (-1: none), to run tasks on
+ * smaller teams. */
+void fc_pool_stats(int *workers, int *sleeping, long long *wakes, long long *short_runs);
 void fc_pool_limit(int max_workers);
 /* The time, in ns, for the caller and a worker to pass a cache line there and back (the median
  * of bursts' means, over `trips` trips at most; a barrier costs about one): it depends on where

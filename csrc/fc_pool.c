@@ -81,6 +81,7 @@ static struct {
     atomic_int sleeping;      /* workers waiting on `wake` */
     long long last_end_ns;    /* when the last run ended (under run_lock) */
     atomic_llong wakes;       /* broadcasts to sleeping workers, ever (fc_pool_stats) */
+    atomic_llong short_runs;  /* runs with fewer workers than they asked for, ever */
     atomic_int team_limit;    /* workers a run takes at most, -1: no limit (fc_pool_limit) */
     atomic_int finished;      /* workers of the run's team done with it */
     fc_task task;
@@ -254,6 +255,8 @@ int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns)
     int team = 0;
     if (want > 0 && (wake || asleep < workers))
         team = pool_start(task, ctx, want, wake, patience_ns);
+    if (team < want)
+        atomic_fetch_add_explicit(&pool.short_runs, 1, memory_order_relaxed);
     task(ctx, 0, 1 + team);
     while (atomic_load_explicit(&pool.finished, memory_order_acquire) < team)
         fc_pause();
@@ -262,12 +265,13 @@ int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns)
     return 1 + team;
 }
 
-void fc_pool_stats(int *workers, int *sleeping, long long *wakes)
+void fc_pool_stats(int *workers, int *sleeping, long long *wakes, long long *short_runs)
 {
     pthread_mutex_lock(&pool.run_lock); /* pool.workers changes under it */
     *workers = pool.workers;
     *sleeping = atomic_load_explicit(&pool.sleeping, memory_order_relaxed);
     *wakes = atomic_load_explicit(&pool.wakes, memory_order_relaxed);
+    *short_runs = atomic_load_explicit(&pool.short_runs, memory_order_relaxed);
     pthread_mutex_unlock(&pool.run_lock);
 }
 

@@ -312,7 +312,9 @@ def _check_team(probe, nth):
 def test_pool_runs_the_whole_team(nth):
     """With patience to spare, a run gets the threads it asks for (workers are started as
     needed, even beyond the cores), each id once."""
+    short = threads._blas._pool_stats()[3]
     assert _check_team(threads._blas._team_probe(nth, 10**10), nth) == nth
+    assert threads._blas._pool_stats()[3] == short
 
 
 def _asleep_after_idle():
@@ -320,7 +322,7 @@ def _asleep_after_idle():
     deadline = time.monotonic() + 5
     while True:
         time.sleep(0.02)
-        workers, sleeping, _ = threads._blas._pool_stats()
+        workers, sleeping = threads._blas._pool_stats()[:2]
         if sleeping == workers or time.monotonic() > deadline:
             assert workers >= 1 and sleeping == workers, (workers, sleeping)
             return
@@ -332,9 +334,9 @@ def test_sleeping_workers_sit_out_short_runs():
     burst) wakes them, still without waiting; a run with patience wakes and waits for them."""
     _check_team(threads._blas._team_probe(2, 10**10), 2)
     _asleep_after_idle()
-    wakes = threads._blas._pool_stats()[2]
+    _, _, wakes, short = threads._blas._pool_stats()
     assert _check_team(threads._blas._team_probe(2, 0), 2) == 1
-    assert threads._blas._pool_stats()[2] == wakes  # not woken
+    assert threads._blas._pool_stats()[2:] == (wakes, short + 1)  # not woken, a short run
     _check_team(threads._blas._team_probe(2, 0), 2)  # back to back: woken
     assert threads._blas._pool_stats()[2] == wakes + 1
     _asleep_after_idle()

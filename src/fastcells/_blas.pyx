@@ -159,12 +159,13 @@ def _round_trip_ns(int trips):
 
 
 def _pool_stats():
-    """(workers, sleeping, wakes): the pool's workers, how many of them sleep, and how many
-    times a run has woken them (fc_pool_stats), for the tests."""
+    """(workers, sleeping, wakes, short_runs): the pool's workers, how many of them sleep, how
+    many times a run has woken them, and how many runs went on with fewer workers than they
+    asked for (fc_pool_stats), for the tests and for measuring."""
     cdef int workers, sleeping
-    cdef long long wakes
-    fc_pool_stats(&workers, &sleeping, &wakes)
-    return workers, sleeping, wakes
+    cdef long long wakes, short_runs
+    fc_pool_stats(&workers, &sleeping, &wakes, &short_runs)
+    return workers, sleeping, wakes, short_runs
 
 
 def _pool_limit(int max_workers):

@@ -118,7 +118,7 @@ cdef extern from "fastcells.h" nogil:
 
     ctypedef void (*fc_task)(void *ctx, int tid, int nth) noexcept nogil
     int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns)
-    void fc_pool_stats(int *workers, int *sleeping, long long *wakes)
+    void fc_pool_stats(int *workers, int *sleeping, long long *wakes, long long *short_runs)
     void fc_pool_limit(int max_workers)
     void fc_barrier(int nth)
     long long fc_round_trip_ns(int trips)
