@@ -212,6 +212,11 @@ void fc_gemv_f64(fc_int K, fc_int Nc, const double *x, fc_int incx, const double
 typedef void (*fc_task)(void *ctx, int tid, int nth);
 int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns);
 void fc_barrier(int nth);
+/* Whether a run with this patience, started now, would find workers (some are awake, or it
+ * would wake them); 0 when all sleep and it would not, or when another run is in progress. A
+ * call counts as a run for the rule of bursts: the second of two cold calls within 1 ms wakes
+ * the workers, for the calls after it. (threads.for_units asks before it splits a short run.) */
+int fc_pool_ready(long long patience_ns);
 /* For the tests: the pool's workers, how many sleep, how many times a run woke them and how
  * many runs went on with fewer workers than they asked for (the limit below aside, late or
  * asleep); and a limit on the workers of every run from now on (-1: none), to run tasks on

@@ -265,6 +265,30 @@ int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns)
     return 1 + team;
 }
 
+int fc_pool_ready(long long patience_ns)
+{
+    if (pthread_mutex_trylock(&pool.run_lock) != 0) /* busy: a run now would go alone */
+        return 0;
+    long long now = fc_now_ns();
+    int asleep = atomic_load_explicit(&pool.sleeping, memory_order_relaxed);
+    int ready = pool.workers == 0 || asleep < pool.workers || patience_ns >= FC_WAKE_PATIENCE_NS;
+    if (!ready && now - pool.last_end_ns < FC_IDLE_SPIN_NS) {
+        /* the second cold call in a burst: wake the workers for the calls to come, with a run
+         * that nobody can join (its roster closed from the start) */
+        unsigned g = atomic_load_explicit(&pool.generation, memory_order_relaxed) + 1;
+        atomic_store_explicit(&pool.roster, (unsigned long long)g << 32 | FC_ROSTER_CLOSED,
+                              memory_order_relaxed);
+        atomic_fetch_add_explicit(&pool.wakes, 1, memory_order_relaxed);
+        pthread_mutex_lock(&pool.lock);
+        atomic_store_explicit(&pool.generation, g, memory_order_release);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.lock);
+    }
+    pool.last_end_ns = now;
+    pthread_mutex_unlock(&pool.run_lock);
+    return ready;
+}
+
 void fc_pool_stats(int *workers, int *sleeping, long long *wakes, long long *short_runs)
 {
     pthread_mutex_lock(&pool.run_lock); /* pool.workers changes under it */

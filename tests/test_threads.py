@@ -89,6 +89,7 @@ def test_thread_count_follows_the_work(restore_threads, monkeypatch):
     monkeypatch.setattr(threads, "L1D_BYTES", 64 << 10)  # as on a CPU with a 64 KiB L1
     trip = [100]  # ns: as between two cores that share a cache
     monkeypatch.setattr(threads, "round_trip_ns", lambda: trip[0])
+    monkeypatch.setattr(threads._blas, "_pool_ready", lambda macs: True)  # workers awake
     fastcells.set_num_threads(8)
     packed, none = np.empty(1), np.empty(0)
     assert threads.for_loop(32, 256, 1024, none) == 1          # no packed product
@@ -128,6 +129,15 @@ def test_thread_count_follows_the_work(restore_threads, monkeypatch):
         assert threads.for_units(64, 4, 100) == 1 and threads.for_units(96, 4, 100) == 1
         assert threads.for_units(128, 4, 100) == 8             # enough work: split all the same
     trip[0] = threads.MAX_SPLIT_ROUND_TRIP_NS
+    assert threads.for_units(64, 4, 100) == 2
+    # ... and the pool's workers there for a run of its size (awake, or it would wake them)
+    runs = []
+    ready = [False]
+    monkeypatch.setattr(threads._blas, "_pool_ready", lambda macs: runs.append(macs) or ready[0])
+    assert threads.for_units(64, 4, 100, D=32) == 1 and runs == [100 * 4 * 64 * (32 + 64)]
+    assert threads.for_units(64, 3, 100, itemsize=8) == 1 and runs[-1] == 2 * 100 * 3 * 64 * 64
+    assert threads.for_units(128, 4, 100) == 8 and len(runs) == 2  # not asked: enough work
+    ready[0] = True
     assert threads.for_units(64, 4, 100) == 2
 
 
@@ -391,3 +401,48 @@ def test_smaller_teams_than_asked_give_the_same_bits(cell, N, training, dtype, t
         many = _run(cell, p, 4, training)
         for k, (a, b) in enumerate(zip(one, many)):
             np.testing.assert_array_equal(a, b, err_msg=f"result {k}, {limit} workers at most")
+
+
+def test_cold_pool_is_ready_only_for_long_runs_or_bursts():
+    """_pool_ready: with every worker asleep, a short run would find nobody (and is not
+    woken for); a long one would wake them; the second of two cold calls within 1 ms wakes
+    them for the calls after it, which then find them awake."""
+    _check_team(threads._blas._team_probe(2, 10**10), 2)  # the pool has a worker
+    _asleep_after_idle()
+    short, long_ = 1e5, 1e8  # multiply-adds: patience 1.25 us and 1.25 ms
+    wakes = threads._blas._pool_stats()[2]
+    assert threads._blas._pool_ready(long_)  # (the run would wake them, not this call)
+    _asleep_after_idle()
+    assert not threads._blas._pool_ready(short)
+    assert threads._blas._pool_stats()[2] == wakes  # nobody woken yet
+    assert not threads._blas._pool_ready(short)  # within 1 ms of the last: a burst
+    assert threads._blas._pool_stats()[2] == wakes + 1
+    deadline = time.monotonic() + 5
+    while not threads._blas._pool_ready(short):  # once the worker is up
+        assert time.monotonic() < deadline, "the woken worker never came"
+
+
+def test_short_splits_stay_alone_after_idle(restore_threads, monkeypatch):
+    """A batch of one split for the cache alone (GRU, H = 64) does not measure the round
+    trip, nor wake the pool, when its workers sleep: it runs alone at once; back to back,
+    the next calls wake them and split again (same bits throughout)."""
+    monkeypatch.setattr(threads, "L1D_BYTES", 32 << 10)
+    monkeypatch.setattr(threads, "_round_trip", [None, -float("inf")])
+    measured = []
+    real = threads._blas._round_trip_ns
+    monkeypatch.setattr(threads._blas, "_round_trip_ns",
+                        lambda trips: measured.append(trips) or real(trips))
+    fastcells.set_num_threads(2)
+    rng = np.random.default_rng(4)
+    xs = rng.standard_normal((1, 100, 32)).astype(np.float32)
+    Wx = rng.standard_normal((32, 192)).astype(np.float32) / 6
+    Wh = rng.standard_normal((64, 192)).astype(np.float32) / 8
+    b = np.zeros((2, 192), np.float32)
+    expected = fastcells.gru_forward(xs, Wx, Wh, b, training=False)[0]
+    _asleep_after_idle()
+    measured.clear()
+    threads._round_trip[:] = [None, -float("inf")]  # due for a measure
+    assert threads.for_units(64, 3, 100, 4, 32) == 1 and measured == []
+    for _ in range(50):
+        np.testing.assert_array_equal(fastcells.gru_forward(xs, Wx, Wh, b, training=False)[0],
+                                      expected)

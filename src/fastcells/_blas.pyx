@@ -3,8 +3,8 @@ cimport numpy as cnp
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
-from ._csrc cimport fc_barrier, fc_parallel, fc_pool_limit, fc_pool_stats, fc_round_trip_ns
-from ._csrc cimport fc_task
+from ._csrc cimport fc_barrier, fc_parallel, fc_pool_limit, fc_pool_ready, fc_pool_stats
+from ._csrc cimport fc_round_trip_ns, fc_task
 from ._csrc cimport fc_gemm_f32, fc_gemm_f64, fc_gemm_rows, fc_pack_f32
 from ._csrc cimport fc_gemm_packed_f32, fc_gemm_packed_f64, fc_gemm_tn2_f32, fc_gemm_tn2_f64
 from ._csrc cimport fc_gemv_f32, fc_gemv_f64, fc_pack_f64, fc_packed_size_f32
@@ -139,9 +139,20 @@ cdef enum:
     PATIENCE_SHARE = 2
 
 
-cdef int parallel(int nth, fc_task task, void *ctx, double macs) noexcept nogil:
+cdef inline long long patience_ns(double macs) noexcept nogil:
     cdef double ns = macs / (PATIENCE_SHARE * PATIENCE_MACS_PER_NS)
-    return fc_parallel(nth, task, ctx, <long long> (ns if ns < 1e12 else 1e12))
+    return <long long> (ns if ns < 1e12 else 1e12)
+
+
+cdef int parallel(int nth, fc_task task, void *ctx, double macs) noexcept nogil:
+    return fc_parallel(nth, task, ctx, patience_ns(macs))
+
+
+def _pool_ready(double macs):
+    """Whether a run of `macs` multiply-adds (float32; float64 counts twice), started now, would
+    find the pool's workers: some are awake, or its patience would wake them (fc_pool_ready;
+    the second of two cold calls within 1 ms wakes them for the calls after it)."""
+    return fc_pool_ready(patience_ns(macs)) != 0
 
 
 cdef void barrier(int nth) noexcept nogil:

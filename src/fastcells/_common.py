@@ -270,7 +270,7 @@ def units_split(seq, extra, supported=True):
     `supported` (the cell's variant has the split)."""
     nth = 1
     if supported and seq.N == 1 and not seq.reverse and not seq.empty:
-        nth = threads.for_units(seq.H, seq.G, seq.T, seq.dtype.itemsize)
+        nth = threads.for_units(seq.H, seq.G, seq.T, seq.dtype.itemsize, seq.D)
     if nth == 1:
         return 1, _NONE[seq.dtype][0]
     return nth, scratch((seq.H * (seq.G * seq.H + extra),), seq.dtype, slot="units")

@@ -120,5 +120,6 @@ cdef extern from "fastcells.h" nogil:
     int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns)
     void fc_pool_stats(int *workers, int *sleeping, long long *wakes, long long *short_runs)
     void fc_pool_limit(int max_workers)
+    int fc_pool_ready(long long patience_ns)
     void fc_barrier(int nth)
     long long fc_round_trip_ns(int trips)

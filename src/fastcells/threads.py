@@ -15,8 +15,10 @@ step), and when another thread of the process is already running a threaded loop
 shared; results are the same either way). Inference of a batch of one, whose per-step product
 is a single row, splits the hidden units instead (each thread keeps its units' columns of Wh
 in its own core's cache), from MIN_UNITS_WORK per step on (LSTM: H >= 128), or a quarter of
-that when Wh exceeds the L1 data cache (LSTM and GRU H = 64 in float32 on a 32 KiB L1) and a
-round trip between two of the pool's threads, measured at most once a second, is short.
+that when Wh exceeds the L1 data cache (LSTM and GRU H = 64 in float32 on a 32 KiB L1), the
+pool's workers are awake (after an idle spell such a short call runs alone rather than wake
+them) and a round trip between two of the pool's threads, measured at most once a second, is
+short.
 """
 import operator
 import os
@@ -169,14 +171,16 @@ def round_trip_ns():
     return _round_trip[0]
 
 
-def for_units(H, G, T, itemsize=4):
+def for_units(H, G, T, itemsize=4, D=0):
     """Threads for inference of a batch of one split by hidden units (per step: (1 x H) @
     (H x G*H), then the pointwise pass): 1 below MIN_UNITS_WORK (MIN_UNITS_WORK_PAST_L1 when
     Wh, G*H*H elements of `itemsize` bytes, exceeds L1D_BYTES) or UNITS_MIN_STEPS steps (each
     call copies Wh into the threads' slices first: worth it over enough steps only), else as
     many as the setting allows while each keeps a block of UNIT_BLOCK units (and, split for the
-    cache alone, MIN_UNITS_WORK_PAST_L1 of the work, but 2 at least, and only while
-    round_trip_ns() is at most MAX_SPLIT_ROUND_TRIP_NS)."""
+    cache alone, MIN_UNITS_WORK_PAST_L1 of the work, but 2 at least, and only while the pool's
+    workers are there for a run of its size, T*G*H*(D + H) multiply-adds (_blas._pool_ready:
+    after an idle spell they sleep, and such a run would not wait for them), and round_trip_ns()
+    is at most MAX_SPLIT_ROUND_TRIP_NS)."""
     work = G * H * (H + 64)
     past_l1 = G * H * H * itemsize > L1D_BYTES
     if work < (MIN_UNITS_WORK_PAST_L1 if past_l1 else MIN_UNITS_WORK) or T < UNITS_MIN_STEPS:
@@ -184,6 +188,8 @@ def for_units(H, G, T, itemsize=4):
     nth = min(_num_threads, -(-H // UNIT_BLOCK))
     if work < MIN_UNITS_WORK and nth > 1:  # split for the cache only: 2 threads, more with
         nth = min(nth, max(2, work // MIN_UNITS_WORK_PAST_L1))  # the work, near cores only
+        if not _blas._pool_ready(T * G * H * (D + H) * (2 if itemsize == 8 else 1)):
+            return 1
         trip = round_trip_ns()
         if trip is None or trip > MAX_SPLIT_ROUND_TRIP_NS:
             return 1
