@@ -79,7 +79,7 @@ static struct {
     atomic_ullong roster;     /* the run's: generation << 32 | FC_ROSTER_CLOSED | check-ins */
     atomic_int want;          /* workers the run asks for */
     atomic_int sleeping;      /* workers waiting on `wake` */
-    long long last_end_ns;    /* when the last run ended (under run_lock) */
+    long long last_end_ns;    /* when the last run, or fc_pool_ready call, ended (run_lock) */
     atomic_llong wakes;       /* broadcasts to sleeping workers, ever (fc_pool_stats) */
     atomic_llong short_runs;  /* runs with fewer workers than they asked for, ever */
     atomic_int team_limit;    /* workers a run takes at most, -1: no limit (fc_pool_limit) */
@@ -247,9 +247,9 @@ int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns)
         want = limit;
     int asleep = atomic_load_explicit(&pool.sleeping, memory_order_relaxed);
     /* Sleeping workers are woken for a run that can wait for them, or when runs come in a
-     * burst (the last one ended less than a worker's idle spin ago; woken now, they are
-     * there for the next). Otherwise the wake-up alone costs the caller 10-50 us here, for
-     * workers that would come too late anyway. */
+     * burst (the last one, or fc_pool_ready call, ended less than a worker's idle spin ago;
+     * woken now, they are there for the next). Otherwise the wake-up alone costs the caller
+     * 10-50 us here, for workers that would come too late anyway. */
     int wake = asleep > 0 && (patience_ns >= FC_WAKE_PATIENCE_NS ||
                               fc_now_ns() - pool.last_end_ns < FC_IDLE_SPIN_NS);
     int team = 0;

@@ -161,8 +161,8 @@ cdef void barrier(int nth) noexcept nogil:
 
 def _round_trip_ns(int trips):
     """The round trip of a cache line between this thread and a worker of the pool, in ns
-    (fc_round_trip_ns: the median of bursts' means); -1 when no worker can run or none comes
-    within 0.2 ms."""
+    (fc_round_trip_ns: the median of bursts' means); -1 when no worker can run, or none comes
+    within 0.2 ms and then 1 ms more on a second try."""
     cdef long long ns
     with nogil:
         ns = fc_round_trip_ns(trips)
@@ -171,7 +171,7 @@ def _round_trip_ns(int trips):
 
 def _pool_stats():
     """(workers, sleeping, wakes, short_runs): the pool's workers, how many of them sleep, how
-    many times a run has woken them, and how many runs went on with fewer workers than they
+    many times they were woken (by a run or _pool_ready), and how many runs went on with fewer workers than they
     asked for (fc_pool_stats), for the tests and for measuring."""
     cdef int workers, sleeping
     cdef long long wakes, short_runs

@@ -163,7 +163,7 @@ def round_trip_ns():
     in ns (the median of bursts over ROUND_TRIP_TRIPS trips at most, once both run: a sleeping
     worker's wake-up is not counted), measured again when the last measure is older than
     ROUND_TRIP_TTL seconds; None when no worker can run (another thread holds the pool) or
-    none comes within 0.2 ms (asleep and slow to wake)."""
+    none comes within 0.2 ms and then 1 ms more on a second try (asleep and slow to wake)."""
     now = time.monotonic()
     if now - _round_trip[1] > ROUND_TRIP_TTL:
         ns = _blas._round_trip_ns(ROUND_TRIP_TRIPS)
