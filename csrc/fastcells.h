@@ -206,17 +206,17 @@ void fc_gemv_f64(fc_int K, fc_int Nc, const double *x, fc_int incx, const double
  * started or come within patience_ns (a sleeping worker's wake-up can take milliseconds; the
  * late ones sit the run out). Workers that sleep (idle over 1 ms) are woken only for a run
  * with 50 us of patience or more, or one that starts within 1 ms of the end of the last run or
- * fc_pool_ready call; else the run goes on without them. It runs task(ctx, 0, 1) alone, and returns 1, when nth <= 1,
- * when another run is in progress, or when no worker is there in time. Inside a task,
- * fc_barrier(team) waits until all threads of the run have reached it. */
+ * fc_pool_ready call; else the run goes on without them. It runs task(ctx, 0, 1) alone, and
+ * returns 1, when nth <= 1, when another run is in progress, or when no worker is there in
+ * time. Inside a task, fc_barrier(team) waits until all threads of the run have reached it. */
 typedef void (*fc_task)(void *ctx, int tid, int nth);
 int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns);
 void fc_barrier(int nth);
 /* Whether a run with this patience, started now, would find workers (some are awake, none has
  * been started yet, or it would wake them); 0 when all sleep and it would not, or when another
- * run is in progress. A
- * call counts as a run for the rule of bursts: the second of two cold calls within 1 ms wakes
- * the workers, for the calls after it. (threads.for_units asks before it splits a short run.) */
+ * run is in progress. A call counts as a run for the rule of bursts: the second of two cold
+ * calls within 1 ms wakes the workers, for the calls after it. (threads.for_units asks before
+ * it splits a short run.) */
 int fc_pool_ready(long long patience_ns);
 /* For the tests: the pool's workers, how many sleep, how many times they were woken (by a run
  * or fc_pool_ready) and how many runs went on with fewer workers than they asked for (the

@@ -3,9 +3,9 @@
  * One process-wide pool of workers, started on first use and kept, sleeping, between runs. A
  * run executes task(ctx, tid, team) on the caller (tid 0) and team - 1 workers (nth - 1 asked
  * for, fewer when some come late: see below), which meet at fc_barrier between the phases of
- * each time step. One run at a time: a caller that finds the
- * pool busy (another Python thread inside a kernel) runs its task alone, with the same result,
- * since the kernels' results do not depend on the number of threads.
+ * each time step. One run at a time: a caller that finds the pool busy (another Python thread
+ * inside a kernel) runs its task alone, with the same result, since the kernels' results do
+ * not depend on the number of threads.
  *
  * Waiting: a worker spins up to 1 ms for the next run (kernels call back to back) and then sleeps
  * on a condition variable, so an idle pool takes no CPU from BLAS or the user's threads. In a
@@ -189,6 +189,32 @@ static int pool_grow(int want)
     return pool.workers;
 }
 
+/* Whether runs come in a burst: the last run, or fc_pool_ready call, ended less than a worker's
+ * idle spin ago (under run_lock). */
+static int pool_burst(void)
+{
+    return fc_now_ns() - pool.last_end_ns < FC_IDLE_SPIN_NS;
+}
+
+/* Start generation g + 1 with the given roster flags (0: open; FC_ROSTER_CLOSED: nobody can
+ * join), waking the sleeping workers if `wake` (the awake, spinning ones see it either way).
+ * Under run_lock. */
+static void pool_publish(unsigned long long flags, int wake)
+{
+    unsigned g = atomic_load_explicit(&pool.generation, memory_order_relaxed) + 1;
+    atomic_store_explicit(&pool.roster, (unsigned long long)g << 32 | flags,
+                          memory_order_relaxed);
+    if (!wake) {
+        atomic_store_explicit(&pool.generation, g, memory_order_release);
+        return;
+    }
+    atomic_fetch_add_explicit(&pool.wakes, 1, memory_order_relaxed);
+    pthread_mutex_lock(&pool.lock);
+    atomic_store_explicit(&pool.generation, g, memory_order_release);
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+}
+
 /* Publish a run of task on up to `want` workers and wait for them to check in, `patience_ns`
  * at most (the clock every ~2 us); wake the sleeping ones first if `wake`. Returns the workers
  * in the run's team. */
@@ -199,17 +225,7 @@ static int pool_start(fc_task task, void *ctx, int want, int wake, long long pat
     atomic_store_explicit(&pool.want, want, memory_order_relaxed);
     atomic_store_explicit(&pool.finished, 0, memory_order_relaxed);
     atomic_store_explicit(&pool.barrier_count, 0, memory_order_relaxed);
-    unsigned g = atomic_load_explicit(&pool.generation, memory_order_relaxed) + 1;
-    atomic_store_explicit(&pool.roster, (unsigned long long)g << 32, memory_order_relaxed);
-    if (wake) {
-        atomic_fetch_add_explicit(&pool.wakes, 1, memory_order_relaxed);
-        pthread_mutex_lock(&pool.lock);
-        atomic_store_explicit(&pool.generation, g, memory_order_release);
-        pthread_cond_broadcast(&pool.wake);
-        pthread_mutex_unlock(&pool.lock);
-    } else { /* the awake (spinning) workers see it; the sleeping ones sit it out */
-        atomic_store_explicit(&pool.generation, g, memory_order_release);
-    }
+    pool_publish(0, wake);
     if (patience_ns > FC_MAX_PATIENCE_NS) /* and no overflow below */
         patience_ns = FC_MAX_PATIENCE_NS;
     long long deadline = fc_now_ns() + (patience_ns > 0 ? patience_ns : 0);
@@ -246,12 +262,10 @@ int fc_parallel(int nth, fc_task task, void *ctx, long long patience_ns)
     if (limit >= 0 && want > limit)
         want = limit;
     int asleep = atomic_load_explicit(&pool.sleeping, memory_order_relaxed);
-    /* Sleeping workers are woken for a run that can wait for them, or when runs come in a
-     * burst (the last one, or fc_pool_ready call, ended less than a worker's idle spin ago;
-     * woken now, they are there for the next). Otherwise the wake-up alone costs the caller
-     * 10-50 us here, for workers that would come too late anyway. */
-    int wake = asleep > 0 && (patience_ns >= FC_WAKE_PATIENCE_NS ||
-                              fc_now_ns() - pool.last_end_ns < FC_IDLE_SPIN_NS);
+    /* Sleeping workers are woken for a run that can wait for them, or in a burst (woken now,
+     * they are there for the next run). Otherwise the wake-up alone costs the caller 10-50 us
+     * here, for workers that would come too late anyway. */
+    int wake = asleep > 0 && (patience_ns >= FC_WAKE_PATIENCE_NS || pool_burst());
     int team = 0;
     if (want > 0 && (wake || asleep < workers))
         team = pool_start(task, ctx, want, wake, patience_ns);
@@ -269,22 +283,12 @@ int fc_pool_ready(long long patience_ns)
 {
     if (pthread_mutex_trylock(&pool.run_lock) != 0) /* busy: a run now would go alone */
         return 0;
-    long long now = fc_now_ns();
     int asleep = atomic_load_explicit(&pool.sleeping, memory_order_relaxed);
     int ready = pool.workers == 0 || asleep < pool.workers || patience_ns >= FC_WAKE_PATIENCE_NS;
-    if (!ready && now - pool.last_end_ns < FC_IDLE_SPIN_NS) {
-        /* the second cold call in a burst: wake the workers for the calls to come, with a run
-         * that nobody can join (its roster closed from the start) */
-        unsigned g = atomic_load_explicit(&pool.generation, memory_order_relaxed) + 1;
-        atomic_store_explicit(&pool.roster, (unsigned long long)g << 32 | FC_ROSTER_CLOSED,
-                              memory_order_relaxed);
-        atomic_fetch_add_explicit(&pool.wakes, 1, memory_order_relaxed);
-        pthread_mutex_lock(&pool.lock);
-        atomic_store_explicit(&pool.generation, g, memory_order_release);
-        pthread_cond_broadcast(&pool.wake);
-        pthread_mutex_unlock(&pool.lock);
-    }
-    pool.last_end_ns = now;
+    if (!ready && pool_burst()) /* the second cold call in a burst: wake the workers for the
+                                 * calls to come, with a run that nobody can join */
+        pool_publish(FC_ROSTER_CLOSED, 1);
+    pool.last_end_ns = fc_now_ns();
     pthread_mutex_unlock(&pool.run_lock);
     return ready;
 }

@@ -171,8 +171,8 @@ def _round_trip_ns(int trips):
 
 def _pool_stats():
     """(workers, sleeping, wakes, short_runs): the pool's workers, how many of them sleep, how
-    many times they were woken (by a run or _pool_ready), and how many runs went on with fewer workers than they
-    asked for (fc_pool_stats), for the tests and for measuring."""
+    many times they were woken (by a run or _pool_ready), and how many runs went on with fewer
+    workers than they asked for (fc_pool_stats), for the tests and for measuring."""
     cdef int workers, sleeping
     cdef long long wakes, short_runs
     fc_pool_stats(&workers, &sleeping, &wakes, &short_runs)
